@@ -1,0 +1,52 @@
+# The two commands a newcomer runs: `make run` and `make test`. Everything else hangs off them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CODE := dispatcher consumer tests scripts
+
+.PHONY: setup redis-server run test lint fmt bench lock clean
+
+setup: $(STAMP) redis-server
+
+# A venv with the project (editable) and its pinned dependencies; quick when nothing changed.
+$(STAMP): pyproject.toml requirements-dev.lock
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed: installing Debian's python3-venv"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+# Tests and `make run` start their own redis-server; install Debian's when it is missing.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  echo "redis-server not found: installing Debian's redis-server"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends redis-server; }
+
+run: setup
+	$(PY) scripts/run_local.py
+
+test: lint
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff format --check $(CODE)
+	$(PY) -m ruff check $(CODE)
+	$(PY) -m mypy
+
+fmt: setup
+	$(PY) -m ruff format $(CODE)
+	$(PY) -m ruff check --fix $(CODE)
+
+# Regenerate the pinned dependency files from pyproject.toml (needs the package index).
+lock: setup
+	$(PY) -m pip install -q pip-tools
+	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""`python -m consumer`: one worker process. Settings, logging, client, metrics,
+signals, run."""
+
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+import redis
+from prometheus_client import REGISTRY, start_http_server
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from consumer.errors import ConsumerError
+from consumer.logs import configure_logging
+from consumer.metrics import ConsumerMetrics
+from consumer.settings import Settings, from_env
+from consumer.tasks import TASKS, load_task_modules
+from consumer.worker import Worker
+
+log = logging.getLogger("consumer")
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A client that retries single commands briefly; the worker loop outlives long
+    outages."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        password=settings.redis_password,
+        decode_responses=True,
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=min(settings.socket_timeout_s, 5.0),
+        retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def main() -> int:
+    try:
+        settings = from_env(os.environ)
+        configure_logging(settings.log_level, settings.consumer_name)
+        load_task_modules(settings.task_modules)
+    except ConsumerError as error:
+        print(f"consumer: {error}", file=sys.stderr)
+        return 2
+    worker = Worker(connect(settings), settings, TASKS, ConsumerMetrics(REGISTRY))
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # The loop finishes the entry in hand, acks it and releases the rest.
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    log.info(
+        "consumer started",
+        extra={
+            "stream": settings.stream,
+            "group": settings.group,
+            "tasks": sorted(TASKS),
+            "metrics_port": settings.metrics_port,
+        },
+    )
+    worker.run()
+    log.info("consumer stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Errors the consumer raises on purpose; each is caught somewhere specific."""
+
+
+class ConsumerError(Exception):
+    """Base of every error the consumer raises on purpose."""
+
+
+class SettingsError(ConsumerError):
+    """An environment variable holds a value the consumer cannot use (stops the
+    process)."""
+
+
+class TaskModuleError(ConsumerError):
+    """A module in TASK_MODULES cannot be imported or registers a clashing task."""
+
+
+class InvalidMessageError(ConsumerError):
+    """An entry can never succeed (unknown task, payload not a JSON object, result not
+    JSON): it goes to the dead-letter stream at once."""
+
+
+class GroupMissingError(ConsumerError):
+    """Redis answered NOGROUP: the stream or the group is gone (for example after a
+    Redis restart without persistence); the worker creates it again."""

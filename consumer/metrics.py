@@ -1,0 +1,89 @@
+"""The consumer's Prometheus metrics, created on a registry the caller passes in.
+
+Label values come from closed sets: outcomes below, and task names from the task table
+(entries naming an unknown task are counted under "unknown").
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+PROCESSING_BUCKETS_S = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
+LATENCY_BUCKETS_S = (
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+)
+OUTCOMES = ("acked", "retried", "dead_lettered")
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "consumer_messages",
+            "Entries handled, by task and outcome (acked, retried, dead_lettered).",
+            ["task", "outcome"],
+            registry=registry,
+        )
+        self.processing_seconds = Histogram(
+            "consumer_processing_seconds",
+            "Time a task ran, by task.",
+            ["task"],
+            buckets=PROCESSING_BUCKETS_S,
+            registry=registry,
+        )
+        self.end_to_end_seconds = Histogram(
+            "consumer_end_to_end_seconds",
+            "Time from enqueue (the entry ID) to acknowledgement, by task.",
+            ["task"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.reclaimed = Counter(
+            "consumer_reclaimed_entries",
+            "Entries this consumer took over from idle claims (XAUTOCLAIM).",
+            registry=registry,
+        )
+        self.released = Counter(
+            "consumer_released_entries",
+            "Unstarted entries handed back at shutdown for other consumers.",
+            registry=registry,
+        )
+        self.deleted_pending = Counter(
+            "consumer_deleted_pending_entries",
+            "Pending entries found deleted from the stream (trimmed or XDELed).",
+            registry=registry,
+        )
+        self.redis_errors = Counter(
+            "consumer_redis_errors",
+            "Times the worker loop lost Redis and waited to reconnect.",
+            registry=registry,
+        )

@@ -1,0 +1,93 @@
+"""The task table: `@task` puts a function in TASKS under its name. Also the built-in
+tasks."""
+
+import functools
+import importlib
+import inspect
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, overload
+
+from consumer.errors import InvalidMessageError, TaskModuleError
+from consumer.message import Message, decode_payload
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+TASKS: dict[str, Callable[..., Any]] = {}
+# The dispatcher accepts the same names (tests/test_contract.py checks the two agree).
+TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
+
+
+@overload
+def task(function: F) -> F: ...
+@overload
+def task(*, name: str | None = None) -> Callable[[F], F]: ...
+def task(function: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Register a function as a task, under its own name or `name`."""
+
+    def register(function: F) -> F:
+        key = name or function.__name__
+        if not TASK_NAME.fullmatch(key):
+            raise TaskModuleError(f"task name {key!r} must match {TASK_NAME.pattern}")
+        if TASKS.get(key, function) is not function:
+            raise TaskModuleError(f"two functions are registered as task {key!r}")
+        TASKS[key] = function
+        return function
+
+    return register(function) if function is not None else register
+
+
+def load_task_modules(modules: Iterable[str]) -> None:
+    """Import the user's modules so their `@task` functions register."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise TaskModuleError(
+                f"TASK_MODULES: cannot import {module!r}: {error}"
+            ) from None
+
+
+def bind_task(
+    tasks: Mapping[str, Callable[..., Any]], message: Message
+) -> Callable[[], Any]:
+    """The task call for a message, checked before it runs: unknown names and payloads
+    that do not fit the function's parameters can never succeed."""
+    function = tasks.get(message.task)
+    if function is None:
+        raise InvalidMessageError(f"unknown task {message.task!r}")
+    payload = decode_payload(message)
+    try:
+        inspect.signature(function).bind(**payload)
+    except TypeError as error:
+        raise InvalidMessageError(
+            f"payload does not fit task {message.task!r}: {error}"
+        ) from None
+    return functools.partial(function, **payload)
+
+
+@task
+def demo(**payload: Any) -> dict[str, Any]:
+    """The seed's message processing: log the message and hand it back."""
+    log.info("demo message processed", extra={"payload": payload})
+    return payload
+
+
+@task
+def primes(n: int) -> int:
+    """Count the primes below n by trial division: honest CPU-bound work."""
+    count = 0
+    for candidate in range(2, n):
+        if all(candidate % d for d in range(2, int(candidate**0.5) + 1)):
+            count += 1
+    return count
+
+
+@task
+def sleep(seconds: float) -> float:
+    """Wait, holding the worker: stands in for slow I/O-bound work."""
+    time.sleep(seconds)
+    return seconds

@@ -1,0 +1,293 @@
+"""Worker: one consumer of the group. run() repeats poll_once(), which tests drive
+directly."""
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry
+
+from consumer.claims import Claims, ClaimScripts
+from consumer.errors import GroupMissingError, InvalidMessageError
+from consumer.heartbeat import Heartbeat
+from consumer.message import Message, encode_result, read_entries, to_messages
+from consumer.metrics import ConsumerMetrics
+from consumer.settings import Settings
+from consumer.tasks import bind_task
+from consumer.trimming import trim_acknowledged
+
+log = logging.getLogger(__name__)
+
+
+def result_key(stream: str, entry_id: str) -> str:
+    """Where a task's result lives (the dispatcher reads the same key)."""
+    return f"{stream}:result:{entry_id}"
+
+
+class Worker:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        tasks: Mapping[str, Callable[..., Any]],
+        metrics: ConsumerMetrics | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.tasks = tasks
+        self.metrics = metrics or ConsumerMetrics(CollectorRegistry())
+        self.stopping = threading.Event()
+        self.claims = Claims()
+        self.scripts = ClaimScripts(client)
+        self._claim_cursor = "0-0"
+        self._next_claim_s = 0.0
+        self._next_trim_s = 0.0
+
+    def ensure_group(self) -> None:
+        """Create the group at the start of the stream, so entries written before any
+        consumer existed are read too; an existing group is fine."""
+        try:
+            self.client.xgroup_create(
+                self.settings.stream, self.settings.group, "0", mkstream=True
+            )
+        except redis.ResponseError as error:
+            if not str(error).startswith("BUSYGROUP"):
+                raise
+
+    def run(self) -> None:
+        """Poll until stopping is set; outlive Redis outages with capped, jittered
+        backoff."""
+        failures, group_ready = 0, False
+        with Heartbeat(self.scripts, self.settings, self.claims):
+            while not self.stopping.is_set():
+                try:
+                    if not group_ready:
+                        self.ensure_group()
+                        group_ready = True
+                    self.poll_once()
+                except (
+                    redis.ConnectionError,
+                    redis.TimeoutError,
+                    GroupMissingError,
+                ) as error:
+                    failures, group_ready = failures + 1, False
+                    self._wait_for_redis(failures, error)
+                    continue
+                if failures:
+                    log.info("redis available again", extra={"failures": failures})
+                    failures = 0
+
+    def poll_once(self) -> int:
+        """Take stale entries or else new ones, run them, ack them; returns how many."""
+        try:
+            messages = self.claim_stale() or self.read_new()
+        except redis.ResponseError as error:
+            if str(error).startswith("NOGROUP"):
+                raise GroupMissingError(str(error)) from error
+            raise
+        self.process(messages)
+        self.trim_when_due()
+        return len(messages)
+
+    def read_new(self) -> list[Message]:
+        s = self.settings
+        reply = self.client.xreadgroup(
+            s.group,
+            s.consumer_name,
+            {s.stream: ">"},
+            count=s.batch_size,
+            block=s.block_ms,
+        )
+        return to_messages(read_entries(reply), deliveries=1)
+
+    def claim_stale(self) -> list[Message]:
+        """XAUTOCLAIM entries idle past claim_idle_ms (a crashed, frozen or failed
+        attempt). The cursor carries over between calls; a full scan waits
+        claim_interval_ms."""
+        now = time.monotonic()
+        if self._claim_cursor == "0-0" and now < self._next_claim_s:
+            return []
+        s = self.settings
+        cursor, entries, deleted = self.client.xautoclaim(
+            s.stream,
+            s.group,
+            s.consumer_name,
+            s.claim_idle_ms,
+            self._claim_cursor,
+            s.batch_size,
+        )
+        self._claim_cursor = cursor
+        if cursor == "0-0":
+            self._next_claim_s = now + s.claim_interval_ms / 1000
+        if deleted:
+            # Redis 7 drops pending IDs whose entry is gone; their payload is lost to
+            # us.
+            log.warning(
+                "pending entries were deleted from the stream", extra={"ids": deleted}
+            )
+            self.metrics.deleted_pending.inc(len(deleted))
+        messages = to_messages(
+            entries, self._deliveries([entry[0] for entry in entries])
+        )
+        self.metrics.reclaimed.inc(len(messages))
+        return [m for m in messages if not self._exhausted(m)]
+
+    def process(self, messages: list[Message]) -> None:
+        """Run the batch in order; ack finished entries together, at least every
+        ack_interval_ms. On stop, unstarted entries are released to other consumers."""
+        self.claims.hold(m.entry_id for m in messages)
+        done: list[tuple[Message, str]] = []
+        flushed_s = time.monotonic()
+        try:
+            for index, message in enumerate(messages):
+                if self.stopping.is_set():
+                    self.release(messages[index:])
+                    break
+                if self.claims.is_lost(message.entry_id):
+                    continue  # another consumer took it over while we were frozen
+                result = self.handle(message)
+                if result is not None:
+                    done.append((message, result))
+                if time.monotonic() - flushed_s >= self.settings.ack_interval_ms / 1000:
+                    done, flushed_s = self.ack(done), time.monotonic()
+            self.ack(done)
+        finally:
+            self.claims.drop(m.entry_id for m in messages)
+
+    def handle(self, message: Message) -> str | None:
+        """Run one entry's task; returns its JSON result, or None if it failed."""
+        task = message.task if message.task in self.tasks else "unknown"
+        try:
+            call = bind_task(self.tasks, message)
+        except InvalidMessageError as error:
+            self.dead_letter(message, str(error))
+            return None
+        self.claims.start(message.entry_id)
+        started = time.perf_counter()
+        try:
+            value = call()
+        except (
+            Exception
+        ) as error:  # the task's own failure, whatever it is: the one catch-all
+            self._failed(message, error)
+            return None
+        finally:
+            self.metrics.processing_seconds.labels(task).observe(
+                time.perf_counter() - started
+            )
+        try:
+            return encode_result(value)
+        except InvalidMessageError as error:
+            self.dead_letter(message, str(error))
+            return None
+
+    def ack(self, done: list[tuple[Message, str]]) -> list[tuple[Message, str]]:
+        """Store the results and XACK their entries in one MULTI/EXEC: a result exists
+        exactly when its entry is acknowledged. Returns an empty list for the next lot.
+        """
+        if not done:
+            return []
+        s = self.settings
+        with self.client.pipeline(transaction=True) as pipe:
+            for message, result in done:
+                pipe.set(
+                    result_key(s.stream, message.entry_id), result, ex=s.result_ttl_s
+                )
+            pipe.xack(s.stream, s.group, *(message.entry_id for message, _ in done))
+            pipe.execute()
+        now = time.time()
+        for message, _ in done:
+            self.metrics.messages.labels(message.task, "acked").inc()
+            self.metrics.end_to_end_seconds.labels(message.task).observe(
+                now - message.enqueued_s
+            )
+            log.debug("message acked", extra={"entry_id": message.entry_id})
+        return []
+
+    def dead_letter(
+        self, message: Message, error: str, deliveries: int | None = None
+    ) -> None:
+        """Move an entry to the dead-letter stream with the reason (ack + XADD,
+        atomically)."""
+        s = self.settings
+        count = message.deliveries if deliveries is None else deliveries
+        fields = {
+            **message.fields,
+            "source_id": message.entry_id,
+            "error": error[:2000],
+            "deliveries": str(count),
+            "consumer": s.consumer_name,
+        }
+        streams = (s.stream, s.dead_letter_stream)
+        if self.scripts.dead_letter(streams, s.group, message.entry_id, fields):
+            task = message.task if message.task in self.tasks else "unknown"
+            self.metrics.messages.labels(task, "dead_lettered").inc()
+            log.error(
+                "message dead-lettered", extra={"entry_id": message.entry_id, **fields}
+            )
+
+    def release(self, messages: list[Message]) -> None:
+        """Hand unstarted entries back: claimable by any consumer at once, delivery
+        uncounted."""
+        s = self.settings
+        entry_ids = [m.entry_id for m in messages]
+        released = self.scripts.release(
+            s.stream, s.group, s.consumer_name, entry_ids, s.claim_idle_ms
+        )
+        self.metrics.released.inc(len(released))
+        log.info("entries released", extra={"count": len(released)})
+
+    def trim_when_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_trim_s:
+            self._next_trim_s = now + self.settings.trim_interval_ms / 1000
+            trim_acknowledged(self.client, self.settings.stream)
+
+    def _deliveries(self, entry_ids: list[str]) -> dict[str, int]:
+        """Delivery counts of claimed entries: an XPENDING per ID, in one round trip."""
+        s = self.settings
+        with self.client.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.xpending_range(
+                    s.stream, s.group, entry_id, entry_id, 1, s.consumer_name
+                )
+            rows = [row for reply in pipe.execute() for row in reply]
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+    def _exhausted(self, message: Message) -> bool:
+        """Dead-letter, unrun, an entry whose deliveries all failed or crashed."""
+        attempts = (
+            message.deliveries - 1
+        )  # the claim that just returned it is not an attempt
+        if attempts < self.settings.max_deliveries:
+            return False
+        reason = (
+            f"no success in {attempts} deliveries (the last crashed, hung or failed)"
+        )
+        self.dead_letter(message, reason, deliveries=attempts)
+        return True
+
+    def _failed(self, message: Message, error: Exception) -> None:
+        task, facts = (
+            message.task,
+            {"entry_id": message.entry_id, "deliveries": message.deliveries},
+        )
+        if message.deliveries >= self.settings.max_deliveries:
+            self.dead_letter(message, f"{type(error).__name__}: {error}")
+            return
+        # Left pending, unrenewed: claim_stale (here or elsewhere) returns it after
+        # claim_idle_ms.
+        self.claims.drop([message.entry_id])
+        self.metrics.messages.labels(task, "retried").inc()
+        log.warning("task failed, will be retried", exc_info=error, extra=facts)
+
+    def _wait_for_redis(self, failures: int, error: Exception) -> None:
+        if failures == 1:
+            log.warning("redis unavailable, retrying", extra={"error": repr(error)})
+        self.metrics.redis_errors.inc()
+        cap = self.settings.reconnect_max_delay_s
+        self.stopping.wait(min(cap, 0.05 * 2**failures) * random.uniform(0.5, 1.0))

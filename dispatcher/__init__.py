@@ -1,0 +1,1 @@
+"""HTTP dispatcher: turns requests into entries on a Redis stream."""

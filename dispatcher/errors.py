@@ -1,0 +1,19 @@
+"""Errors the dispatcher raises and maps to HTTP answers."""
+
+
+class DispatcherError(Exception):
+    """Base of every error the dispatcher raises on purpose."""
+
+
+class SettingsError(DispatcherError):
+    """An environment variable holds a value the dispatcher cannot use."""
+
+
+class InvalidPayloadError(DispatcherError):
+    """A request body breaks a rule; answered with a 4xx naming the field."""
+
+    def __init__(self, field: str, rule: str, status: int = 400) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+        self.status = status

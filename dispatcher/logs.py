@@ -1,0 +1,44 @@
+"""JSON-lines logging for the dispatcher, in the dictConfig form gunicorn also takes."""
+
+from typing import Any
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """One JSON formatter on stdout for our loggers and gunicorn's."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "{asctime}{levelname}{name}{message}",
+                "style": "{",
+                "rename_fields": {
+                    "asctime": "time",
+                    "levelname": "level",
+                    "name": "logger",
+                },
+                "static_fields": {"service": "dispatcher"},
+            }
+        },
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "root": {"level": level, "handlers": ["stdout"]},
+        "loggers": {
+            "gunicorn.error": {
+                "level": level,
+                "handlers": ["stdout"],
+                "propagate": False,
+            },
+            "gunicorn.access": {
+                "level": "WARNING",
+                "handlers": ["stdout"],
+                "propagate": False,
+            },
+        },
+    }

@@ -1,0 +1,46 @@
+"""The dispatcher's Prometheus metrics, created on a registry the caller passes in."""
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
+
+
+class DispatcherMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "dispatcher_messages",
+            "Messages in /dispatch requests, by outcome (accepted: on the stream).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "dispatcher_http_requests",
+            "HTTP requests answered, by endpoint and status code.",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "dispatcher_http_request_duration_seconds",
+            "Time to answer an HTTP request, by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        for outcome in ("accepted", "refused", "failed"):
+            self.messages.labels(outcome)

@@ -1,0 +1,78 @@
+"""Writes entries onto the stream: the encoding side of the wire format.
+
+An entry has two fields: `task` (a name) and `payload` (a JSON object). The entry ID
+records the enqueue time, so no timestamp field is added.
+"""
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from dispatcher.errors import DispatcherError
+
+TASK_FIELD = "task"
+PAYLOAD_FIELD = "payload"
+
+
+class PublishInterruptedError(DispatcherError):
+    """Redis failed during a paced dispatch; `entry_ids` were written before."""
+
+    def __init__(self, entry_ids: list[str]) -> None:
+        super().__init__(f"publishing stopped after {len(entry_ids)} entries")
+        self.entry_ids = entry_ids
+
+
+def encode_entry(task: str, payload: dict[str, Any]) -> dict[FieldT, EncodableT]:
+    """The stream fields of one entry."""
+    return {TASK_FIELD: task, PAYLOAD_FIELD: json.dumps(payload, separators=(",", ":"))}
+
+
+def result_key(stream: str, entry_id: str) -> str:
+    """Where the consumer stores the result of an entry (the consumer writes the same
+    key)."""
+    return f"{stream}:result:{entry_id}"
+
+
+def publish(
+    client: redis.Redis,
+    stream: str,
+    task: str,
+    payloads: Sequence[dict[str, Any]],
+) -> list[str]:
+    """Append every payload in one MULTI/EXEC: the whole batch or none of it."""
+    with client.pipeline(transaction=True) as pipe:
+        for payload in payloads:
+            pipe.xadd(stream, encode_entry(task, payload))
+        return [_entry_id(reply) for reply in pipe.execute()]
+
+
+def publish_paced(
+    client: redis.Redis,
+    stream: str,
+    task: str,
+    payloads: Sequence[dict[str, Any]],
+    delay_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Append the payloads one at a time, `delay_s` apart (the seed's pacing)."""
+    entry_ids: list[str] = []
+    for index, payload in enumerate(payloads):
+        if index:
+            sleep(delay_s)
+        try:
+            entry_ids.append(
+                _entry_id(client.xadd(stream, encode_entry(task, payload)))
+            )
+        except redis.RedisError as error:
+            raise PublishInterruptedError(entry_ids) from error
+    return entry_ids
+
+
+def _entry_id(reply: object) -> str:
+    if not isinstance(reply, str):
+        raise TypeError(f"XADD answered {reply!r}, expected an entry ID string")
+    return reply

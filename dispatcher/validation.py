@@ -1,0 +1,121 @@
+"""Turns a /dispatch request body into a DispatchRequest, or names the field that is
+wrong."""
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from dispatcher.errors import InvalidPayloadError
+from dispatcher.settings import Settings
+
+FIELDS = ("task", "payloads", "num_messages", "delay")
+DEFAULT_TASK = "demo"
+TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
+ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchRequest:
+    task: str
+    payloads: list[dict[str, Any]]
+    delay_s: float
+
+
+def decode_json(raw: bytes) -> Any:
+    """Parse a request body; NaN and Infinity (also as 1e400) are refused: they are not
+    JSON."""
+    try:
+        return json.loads(
+            raw, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except (ValueError, RecursionError):
+        raise InvalidPayloadError("body", "must be valid JSON") from None
+
+
+def parse_dispatch(body: Any, settings: Settings) -> DispatchRequest:
+    """Check every rule of the /dispatch body; the first broken one raises
+    InvalidPayloadError."""
+    if not isinstance(body, dict):
+        raise InvalidPayloadError("body", "must be a JSON object")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise InvalidPayloadError(
+            unknown[0], f"unknown field; allowed: {', '.join(FIELDS)}"
+        )
+    if ("num_messages" in body) == ("payloads" in body):
+        raise InvalidPayloadError(
+            "num_messages", "give exactly one of num_messages or payloads"
+        )
+    if "payloads" in body:
+        if "task" not in body:
+            raise InvalidPayloadError("task", "is required with payloads")
+        payloads = _payloads(body["payloads"], settings.max_messages)
+    else:
+        count = _count(body["num_messages"], settings.max_messages)
+        payloads = [{"seq": seq} for seq in range(count)]
+    delay_s = _delay(body.get("delay", 0), len(payloads), settings.max_pacing_s)
+    return DispatchRequest(_task(body.get("task", DEFAULT_TASK)), payloads, delay_s)
+
+
+def check_entry_id(entry_id: str) -> str:
+    if not ENTRY_ID.fullmatch(entry_id):
+        raise InvalidPayloadError(
+            "entry_id", "must look like <milliseconds>-<sequence>"
+        )
+    return entry_id
+
+
+def _task(value: Any) -> str:
+    if not isinstance(value, str) or not TASK_NAME.fullmatch(value):
+        raise InvalidPayloadError(
+            "task", "must be a string of letters, digits, '_', '.', ':' or '-' (1-128)"
+        )
+    return value
+
+
+def _count(value: Any, limit: int) -> int:
+    if not _is_int(value) or not 1 <= value <= limit:
+        raise InvalidPayloadError(
+            "num_messages", f"must be an integer from 1 to {limit}"
+        )
+    return int(value)
+
+
+def _payloads(value: Any, limit: int) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not 1 <= len(value) <= limit:
+        raise InvalidPayloadError(
+            "payloads", f"must be a list of 1 to {limit} JSON objects"
+        )
+    for index, payload in enumerate(value):
+        if not isinstance(payload, dict):
+            raise InvalidPayloadError(f"payloads[{index}]", "must be a JSON object")
+    return value
+
+
+def _delay(value: Any, count: int, max_pacing_s: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidPayloadError("delay", "must be a number of seconds >= 0")
+    pacing_s = float(value) * (count - 1)
+    if pacing_s > max_pacing_s:
+        raise InvalidPayloadError(
+            "delay",
+            f"pacing would take {pacing_s:g} s, over the limit of {max_pacing_s:g} s",
+        )
+    return float(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a double")
+    return value

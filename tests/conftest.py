@@ -1,0 +1,67 @@
+"""Shared fixtures: a real redis-server per session (pytest-redis, free port), a clean
+database per test, and helpers to poll for a condition with a deadline."""
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+import redis
+
+T = TypeVar("T")
+
+
+def require_redis_server() -> None:
+    """Skip without redis-server locally; fail under CI, where skipping would hide
+    tests."""
+    if shutil.which("redis-server"):
+        return
+    message = "redis-server is not on PATH (make setup installs it with apt)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """TEST_REDIS_URL if set, else a private redis-server that pytest-redis starts."""
+    if url := os.environ.get("TEST_REDIS_URL"):
+        return url
+    require_redis_server()
+    process = request.getfixturevalue("redis_proc")
+    return f"redis://{process.host}:{process.port}/0"
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    """A decoded client on an empty database."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def eventually(
+    check: Callable[[], T], timeout_s: float = 5.0, every_s: float = 0.01
+) -> T:
+    """Call check until it returns something truthy, or fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"condition not met within {timeout_s} s (last value {value!r})"
+            )
+        time.sleep(every_s)

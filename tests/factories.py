@@ -1,0 +1,85 @@
+"""Factories for tests: settings with tiny timings, workers, and raw entries."""
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from consumer.message import to_messages
+from consumer.settings import Settings
+from consumer.worker import Worker
+
+STREAM, GROUP, DEAD = "tasks", "workers", "tasks:dead"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "stream": STREAM,
+        "group": GROUP,
+        "dead_letter_stream": DEAD,
+        "consumer_name": "c1",
+        "block_ms": 10,
+        "claim_idle_ms": 20,
+        "claim_interval_ms": 0,
+        "trim_interval_ms": 0,
+        "ack_interval_ms": 60_000,
+        "max_deliveries": 3,
+        "metrics_port": 0,
+    }
+    return Settings(**{**values, **overrides})
+
+
+def make_worker(
+    client: redis.Redis, tasks: Mapping[str, Callable[..., Any]], **overrides: Any
+) -> Worker:
+    worker = Worker(client, make_settings(**overrides), tasks)
+    worker.ensure_group()
+    return worker
+
+
+def add_entry(
+    client: redis.Redis,
+    task: str,
+    payload: object = None,
+    raw: dict[str, str] | None = None,
+) -> str:
+    """XADD an entry in the wire format; `raw` fields replace the encoded ones."""
+    fields: dict[FieldT, EncodableT] = {
+        "task": task,
+        "payload": json.dumps({} if payload is None else payload),
+    }
+    fields.update(raw or {})
+    entry_id = client.xadd(STREAM, fields)
+    assert isinstance(entry_id, str)
+    return entry_id
+
+
+def pending(client: redis.Redis) -> list[dict[str, Any]]:
+    """The pending list, oldest first: message_id, consumer, idle, deliveries."""
+    rows = client.xpending_range(STREAM, GROUP, "-", "+", 1000)
+    assert isinstance(rows, list)
+    return rows
+
+
+def deliver_to(client: redis.Redis, consumer: str, count: int = 100) -> list[str]:
+    """XREADGROUP as another consumer (one that then crashes); returns the IDs."""
+    reply = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count)
+    assert isinstance(reply, list)
+    return [entry_id for _stream, entries in reply for entry_id, _fields in entries]
+
+
+def entries(
+    client: redis.Redis, stream: str = STREAM
+) -> list[tuple[str, dict[str, str]]]:
+    """XRANGE of a whole stream, narrowed to decoded strings."""
+    return [(m.entry_id, m.fields) for m in to_messages(client.xrange(stream), 0)]
+
+
+def entry_ids(client: redis.Redis, stream: str = STREAM) -> list[str]:
+    return [entry_id for entry_id, _ in entries(client, stream)]
+
+
+def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
+    return [fields for _, fields in entries(client, DEAD)]

@@ -1,0 +1,85 @@
+"""The heartbeat keeps held claims alive, notices lost ones, and lets hung tasks go."""
+
+import threading
+import time
+
+import redis
+
+from consumer.heartbeat import Heartbeat
+from tests.conftest import eventually
+from tests.factories import GROUP, STREAM, add_entry, make_worker, pending
+
+
+def idle_ms(client: redis.Redis) -> dict[str, int]:
+    return {row["message_id"]: row["time_since_delivered"] for row in pending(client)}
+
+
+def test_heartbeat_renews_held_claims_so_no_one_takes_them(r: redis.Redis) -> None:
+    worker = make_worker(r, {}, claim_idle_ms=50)
+    entry_id = add_entry(r, "echo")
+    messages = worker.read_new()
+    worker.claims.hold(m.entry_id for m in messages)
+    # Pending list: the entry, held by c1, going idle.
+    eventually(lambda: idle_ms(r)[entry_id] >= 50)
+    Heartbeat(worker.scripts, worker.settings, worker.claims).beat()
+    # Pending list: the same entry, idle time reset, delivery count untouched.
+    assert idle_ms(r)[entry_id] < 50
+    assert pending(r)[0]["times_delivered"] == 1
+    thief = make_worker(r, {}, claim_idle_ms=50, consumer_name="thief")
+    assert thief.claim_stale() == []
+
+
+def test_heartbeat_marks_claims_taken_over_and_the_worker_skips_them(
+    r: redis.Redis,
+) -> None:
+    ran: list[int] = []
+    worker = make_worker(r, {"job": lambda n: ran.append(n)})
+    ids = [add_entry(r, "job", {"n": n}) for n in range(2)]
+    messages = worker.read_new()
+    worker.claims.hold(ids)
+    # While c1 was frozen, another consumer claimed the second entry.
+    r.xclaim(STREAM, GROUP, "other", 0, [ids[1]])
+    Heartbeat(worker.scripts, worker.settings, worker.claims).beat()
+    assert worker.claims.is_lost(ids[1])
+    worker.process(messages)
+    # Pending list: only ids[1], still the other consumer's, which will run it.
+    assert ran == [0]
+    assert [(row["message_id"], row["consumer"]) for row in pending(r)] == [
+        (ids[1], "other")
+    ]
+
+
+def test_heartbeat_stops_renewing_a_task_running_past_its_timeout(
+    r: redis.Redis,
+) -> None:
+    worker = make_worker(r, {}, task_timeout_s=0.01)
+    ids = [add_entry(r, "job") for _ in range(2)]
+    worker.read_new()
+    worker.claims.hold(ids)
+    worker.claims.start(ids[0])
+    eventually(lambda: worker.claims.renewable(0.01) == [ids[1]])
+
+
+def test_worker_run_keeps_a_task_longer_than_claim_idle_ms(r: redis.Redis) -> None:
+    runs: list[str] = []
+
+    def long_task() -> str:
+        runs.append("start")
+        time.sleep(0.1)  # the task's own work: twice claim_idle_ms
+        return "done"
+
+    worker = make_worker(r, {"long": long_task}, claim_idle_ms=50)
+    thief = make_worker(r, {"long": long_task}, claim_idle_ms=50, consumer_name="thief")
+    entry_id = add_entry(r, "long")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        eventually(lambda: runs)
+        while not r.exists(f"{STREAM}:result:{entry_id}"):
+            assert thief.claim_stale() == []  # the claim never lapses while it runs
+            time.sleep(0.005)
+    finally:
+        worker.stopping.set()
+        thread.join(timeout=2)
+    assert runs == ["start"]
+    assert pending(r) == []

@@ -1,0 +1,281 @@
+"""The worker against a real Redis, told as stories of what the pending list holds."""
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from consumer.errors import GroupMissingError
+from tests.conftest import eventually
+from tests.factories import (
+    DEAD,
+    GROUP,
+    STREAM,
+    add_entry,
+    dead_letters,
+    deliver_to,
+    entry_ids,
+    make_worker,
+    pending,
+)
+
+
+class BoomError(Exception):
+    pass
+
+
+def echo(**payload: Any) -> dict[str, Any]:
+    return payload
+
+
+def always_fail(**payload: Any) -> None:
+    raise BoomError("always")
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+TASKS: dict[str, Callable[..., Any]] = {
+    "echo": echo,
+    "always_fail": always_fail,
+    "add": add,
+}
+
+
+def test_worker_reads_runs_and_acks_a_batch(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS)
+    ids = [add_entry(r, "add", {"a": i, "b": 1}) for i in range(3)]
+    assert worker.poll_once() == 3
+    # Pending list: empty; every entry acknowledged with its result stored.
+    assert pending(r) == []
+    assert [json.loads(r.get(f"{STREAM}:result:{i}") or "") for i in ids] == [1, 2, 3]
+    assert 0 < r.ttl(f"{STREAM}:result:{ids[0]}") <= worker.settings.result_ttl_s
+
+
+def test_worker_group_created_at_zero_reads_entries_written_before_it(
+    r: redis.Redis,
+) -> None:
+    entry_id = add_entry(r, "echo", {"early": True})
+    worker = make_worker(r, TASKS)  # creates the group now, after the entry was written
+    assert worker.poll_once() == 1
+    assert json.loads(r.get(f"{STREAM}:result:{entry_id}") or "") == {"early": True}
+
+
+def test_worker_ensure_group_twice_is_fine(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS)
+    worker.ensure_group()
+    assert [g["name"] for g in r.xinfo_groups(STREAM)] == [GROUP]
+
+
+def test_worker_failure_stays_pending_then_is_redelivered(r: redis.Redis) -> None:
+    attempts: list[int] = []
+
+    def flaky(n: int) -> int:
+        attempts.append(n)
+        if len(attempts) == 1:
+            raise BoomError("first attempt fails")
+        return n
+
+    worker = make_worker(r, {"flaky": flaky})
+    entry_id = add_entry(r, "flaky", {"n": 7})
+    worker.poll_once()
+    # Pending list: the entry, delivered once, not acknowledged.
+    rows = pending(r)
+    assert [(row["message_id"], row["times_delivered"]) for row in rows] == [
+        (entry_id, 1)
+    ]
+    # After claim_idle_ms, XAUTOCLAIM hands it back (delivery 2) and it succeeds.
+    eventually(lambda: worker.poll_once())
+    assert pending(r) == []
+    assert attempts == [7, 7]
+    assert r.get(f"{STREAM}:result:{entry_id}") == "7"
+
+
+def test_worker_reclaims_the_entries_of_a_crashed_consumer(r: redis.Redis) -> None:
+    ids = [add_entry(r, "echo", {"n": i}) for i in range(3)]
+    make_worker(r, TASKS)
+    assert deliver_to(r, "crashed") == ids
+    # Pending list: three entries owned by "crashed", which will never ack them.
+    assert {row["consumer"] for row in pending(r)} == {"crashed"}
+    survivor = make_worker(r, TASKS, consumer_name="survivor")
+    eventually(lambda: survivor.poll_once())
+    # Pending list: empty; the survivor ran all three on their second delivery.
+    assert pending(r) == []
+    assert all(r.exists(f"{STREAM}:result:{i}") for i in ids)
+    assert survivor.metrics.reclaimed._value.get() == 3
+
+
+def test_worker_dead_letters_a_failing_entry_at_max_deliveries(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS, max_deliveries=3)
+    entry_id = add_entry(r, "always_fail", {"x": 1})
+    worker.poll_once()
+    # Pending list: the entry with 1 delivery; it fails twice more through reclaims.
+    eventually(lambda: r.xlen(DEAD) == 1 or worker.poll_once() < 0)
+    # Pending list: empty; the dead-letter stream holds it once, with the reason.
+    assert pending(r) == []
+    [dead] = dead_letters(r)
+    assert dead["source_id"] == entry_id
+    assert dead["deliveries"] == "3"
+    assert dead["error"] == "BoomError: always"
+    assert dead["consumer"] == "c1"
+    assert (dead["task"], json.loads(dead["payload"])) == ("always_fail", {"x": 1})
+
+
+def test_worker_dead_letters_an_entry_that_crashed_every_consumer(
+    r: redis.Redis,
+) -> None:
+    calls: list[int] = []
+    worker = make_worker(r, {"echo": lambda **p: calls.append(1)}, max_deliveries=2)
+    entry_id = add_entry(r, "echo")
+    # Two consumers took it and died in the task (no ack, no failure recorded).
+    deliver_to(r, "crashed-1")
+    r.xclaim(STREAM, GROUP, "crashed-2", 0, [entry_id])
+    # Pending list: the entry, owned by crashed-2, delivered twice.
+    assert pending(r)[0]["times_delivered"] == 2
+    eventually(lambda: r.xlen(DEAD) == 1 or worker.poll_once() < 0)
+    # Pending list: empty; it went to the dead-letter stream without running again.
+    assert pending(r) == []
+    assert calls == []
+    [dead] = dead_letters(r)
+    assert dead["deliveries"] == "2"
+    assert "crashed" in dead["error"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"task": "nope"}, "unknown task 'nope'"),
+        ({"payload": "{not json"}, "payload is not valid JSON"),
+        ({"payload": "[1, 2]"}, "payload is not a JSON object"),
+        ({"payload": json.dumps({"a": 1})}, "payload does not fit task 'add'"),
+    ],
+)
+def test_worker_dead_letters_an_entry_that_can_never_succeed(
+    r: redis.Redis, fields: dict[str, str], reason: str
+) -> None:
+    worker = make_worker(r, TASKS)
+    entry_id = add_entry(r, "add", {"a": 1, "b": 2}, raw=fields)
+    worker.poll_once()
+    # Pending list: empty at once, after a single delivery.
+    assert pending(r) == []
+    [dead] = dead_letters(r)
+    assert (dead["source_id"], dead["deliveries"]) == (entry_id, "1")
+    assert dead["error"].startswith(reason)
+
+
+def test_worker_dead_letters_a_result_that_is_not_json(r: redis.Redis) -> None:
+    worker = make_worker(r, {"echo": lambda: {1, 2}})
+    add_entry(r, "echo")
+    worker.poll_once()
+    assert pending(r) == []
+    assert dead_letters(r)[0]["error"].startswith("result is not JSON")
+
+
+def test_worker_dead_letter_is_written_once_even_if_repeated(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS)
+    add_entry(r, "echo")
+    [message] = worker.read_new()
+    worker.dead_letter(message, "first")
+    worker.dead_letter(message, "again, as a late or retried attempt would")
+    assert r.xlen(DEAD) == 1
+    assert pending(r) == []
+
+
+def test_worker_trimming_keeps_pending_and_undelivered_entries(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS, batch_size=2, trim_interval_ms=60_000)
+    ids = [add_entry(r, "echo", {"n": i}) for i in range(6)]
+    deliver_to(r, "slow", count=2)
+    worker.poll_once()
+    # Pending list: ids[0:2] held by "slow"; ids[2:4] acked; ids[4:6] never delivered.
+    worker._next_trim_s = 0
+    worker.trim_when_due()
+    assert entry_ids(r) == ids  # the oldest pending entry is ids[0]
+    r.xack(STREAM, GROUP, *ids[:2])
+    # Pending list: empty. Delivered up to ids[3]; ids[4:6] still wait for a consumer.
+    worker._next_trim_s = 0
+    worker.trim_when_due()
+    assert entry_ids(r) == ids[3:]
+
+
+def test_trimming_respects_every_group_on_the_stream(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS)
+    ids = [add_entry(r, "echo") for _ in range(3)]
+    r.xgroup_create(STREAM, "audit", "0")  # another reader that has read nothing yet
+    worker.poll_once()
+    assert entry_ids(r) == ids
+
+
+def test_worker_stop_finishes_the_entry_in_hand_and_releases_the_rest(
+    r: redis.Redis,
+) -> None:
+    ran: list[int] = []
+    first = make_worker(r, {}, claim_idle_ms=60_000, consumer_name="first")
+
+    def stop_after_me(n: int) -> int:
+        ran.append(n)
+        first.stopping.set()  # SIGTERM arrives while this entry runs
+        return n
+
+    first.tasks = {"job": stop_after_me}
+    ids = [add_entry(r, "job", {"n": i}) for i in range(3)]
+    first.poll_once()
+    # Pending list: ids[1:], still first's, idle for claim_idle_ms, deliveries undone.
+    assert ran == [0]
+    assert r.get(f"{STREAM}:result:{ids[0]}") == "0"
+    rows = pending(r)
+    assert [row["message_id"] for row in rows] == ids[1:]
+    assert all(row["times_delivered"] == 0 for row in rows)
+    assert all(row["time_since_delivered"] >= 60_000 for row in rows)
+    # Another consumer takes them at once, despite a claim_idle_ms of a minute.
+    second = make_worker(
+        r, {"job": echo_n}, claim_idle_ms=60_000, consumer_name="second"
+    )
+    assert second.poll_once() == 2
+    assert pending(r) == []
+
+
+def echo_n(n: int) -> int:
+    return n
+
+
+def test_worker_run_stops_promptly_when_stopping_is_set(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS, block_ms=50)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    add_entry(r, "echo", {"n": 1})
+    eventually(
+        lambda: r.xinfo_groups(STREAM)[0]["entries-read"] == 1 and not pending(r)
+    )
+    worker.stopping.set()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+
+
+def test_worker_recreates_a_group_that_vanished(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS)
+    r.delete(STREAM)  # as after a Redis restart without persistence
+    with pytest.raises(GroupMissingError):
+        worker.poll_once()
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        eventually(lambda: r.exists(STREAM) and r.xinfo_groups(STREAM))
+        entry_id = add_entry(r, "echo", {"back": 1})
+        eventually(lambda: r.exists(f"{STREAM}:result:{entry_id}"))
+    finally:
+        worker.stopping.set()
+        thread.join(timeout=2)
+
+
+def test_worker_counts_pending_entries_deleted_from_the_stream(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS)
+    ids = [add_entry(r, "echo") for _ in range(2)]
+    deliver_to(r, "crashed")
+    r.xdel(STREAM, ids[0])  # someone deleted a pending entry: Redis 7 reports it
+    eventually(lambda: worker.poll_once())
+    assert worker.metrics.deleted_pending._value.get() == 1
+    assert pending(r) == []
