@@ -108,9 +108,11 @@ def banner(redis_url: str, port: int, metrics_ports: list[int]) -> str:
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM a stage's processes together, then wait (SIGKILL after the grace)."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
+    for process in processes:
         try:
             process.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:

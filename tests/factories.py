@@ -58,7 +58,10 @@ def add_entry(
 
 def pending(client: redis.Redis) -> list[dict[str, Any]]:
     """The pending list, oldest first: message_id, consumer, idle, deliveries."""
-    rows = client.xpending_range(STREAM, GROUP, "-", "+", 1000)
+    try:
+        rows = client.xpending_range(STREAM, GROUP, "-", "+", 1000)
+    except redis.ResponseError:
+        return []  # NOGROUP: no consumer has created the group yet
     assert isinstance(rows, list)
     return rows
 

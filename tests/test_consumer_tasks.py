@@ -1,0 +1,66 @@
+"""The task table: registration, loading user modules, binding payloads, built-ins."""
+
+from typing import Any
+
+import pytest
+
+from consumer import task, tasks
+from consumer.errors import InvalidMessageError, TaskModuleError
+from consumer.message import Message
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    fresh: dict[str, Any] = {}
+    monkeypatch.setattr(tasks, "TASKS", fresh)
+    return fresh
+
+
+def message(task_name: str, payload: str) -> Message:
+    return Message("1-0", {"task": task_name, "payload": payload}, 1)
+
+
+def test_task_registers_a_function_under_its_name(table: dict[str, Any]) -> None:
+    @task
+    def resize(path: str) -> str:
+        return path
+
+    @task(name="images.crop")
+    def crop(path: str) -> str:
+        return path
+
+    assert table == {"resize": resize, "images.crop": crop}
+    assert resize("a") == "a"  # the function itself is unchanged
+
+
+def test_task_refuses_two_functions_under_one_name(table: dict[str, Any]) -> None:
+    task(name="job")(lambda: 1)
+    with pytest.raises(TaskModuleError, match="job"):
+        task(name="job")(lambda: 2)
+
+
+def test_task_refuses_a_name_the_dispatcher_would_refuse(table: dict[str, Any]) -> None:
+    with pytest.raises(TaskModuleError, match="must match"):
+        task(name="no spaces")(lambda: 1)
+
+
+def test_load_task_modules_names_the_variable_on_failure() -> None:
+    with pytest.raises(
+        TaskModuleError, match=r"TASK_MODULES: cannot import 'nope\.nothing'"
+    ):
+        tasks.load_task_modules(["nope.nothing"])
+
+
+def test_bind_task_checks_the_payload_against_the_parameters() -> None:
+    call = tasks.bind_task({"primes": tasks.primes}, message("primes", '{"n": 10}'))
+    assert call() == 4
+    with pytest.raises(InvalidMessageError, match="does not fit"):
+        tasks.bind_task({"primes": tasks.primes}, message("primes", '{"m": 10}'))
+    with pytest.raises(InvalidMessageError, match="unknown task"):
+        tasks.bind_task({}, message("primes", "{}"))
+
+
+def test_builtin_tasks_do_their_work() -> None:
+    assert tasks.primes(100) == 25
+    assert tasks.demo(seq=3) == {"seq": 3}
+    assert tasks.sleep(0) == 0

@@ -1,0 +1,36 @@
+"""The wire format: published with the dispatcher's code, read with the consumer's."""
+
+from typing import Any
+
+import redis
+
+from consumer import tasks as consumer_tasks
+from consumer.message import decode_payload
+from consumer.worker import result_key as consumer_result_key
+from dispatcher import validation
+from dispatcher.publisher import publish
+from dispatcher.publisher import result_key as dispatcher_result_key
+from tests.factories import make_worker
+
+
+def test_contract_dispatcher_entries_read_back_by_the_consumer(r: redis.Redis) -> None:
+    payloads: list[dict[str, Any]] = [
+        {"path": "a.png"},
+        {"nested": {"ok": True, "n": None}},
+    ]
+    entry_ids = publish(r, "tasks", "resize", payloads)
+    messages = make_worker(r, {}).read_new()
+    assert [m.entry_id for m in messages] == entry_ids
+    assert [m.task for m in messages] == ["resize", "resize"]
+    assert [decode_payload(m) for m in messages] == payloads
+    assert [m.deliveries for m in messages] == [1, 1]
+
+
+def test_contract_result_key_is_the_same_on_both_sides() -> None:
+    assert consumer_result_key("tasks", "1-2") == dispatcher_result_key("tasks", "1-2")
+
+
+def test_contract_task_names_follow_the_same_rule() -> None:
+    assert consumer_tasks.TASK_NAME.pattern == validation.TASK_NAME.pattern
+    assert validation.DEFAULT_TASK in consumer_tasks.TASKS
+    assert {"demo", "primes", "sleep"} <= set(consumer_tasks.TASKS)

@@ -1,0 +1,233 @@
+"""End to end: `python -m dispatcher` and `python -m consumer` processes, a real Redis,
+driven over HTTP."""
+
+import json
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import eventually, free_port
+from tests.factories import DEAD, STREAM, dead_letters, pending
+from tests.processes import RedisServer, Service, http_ok
+
+pytestmark = pytest.mark.timeout(90)
+
+FAST = {
+    "CLAIM_IDLE_MS": "500",
+    "CLAIM_INTERVAL_MS": "50",
+    "BLOCK_MS": "100",
+    "MAX_DELIVERIES": "3",
+    "METRICS_PORT": "0",
+    "TASK_MODULES": "tests.e2e_tasks",
+}
+
+StartConsumer = Callable[..., Service]
+
+
+def call(url: str, body: object | None = None) -> tuple[int, dict[str, Any]]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def start_dispatcher(redis_url: str, log_dir: Path) -> tuple[Service, str]:
+    port = free_port()
+    env = {"REDIS_URL": redis_url, "PORT": str(port), "HOST": "127.0.0.1"}
+    service = Service("dispatcher", env, log_dir / "dispatcher.log")
+    base = f"http://127.0.0.1:{port}"
+    eventually(lambda: http_ok(f"{base}/healthz"), timeout_s=20)
+    return service, base
+
+
+@pytest.fixture(scope="module")
+def dispatcher(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    service, base = start_dispatcher(redis_url, tmp_path_factory.mktemp("dispatcher"))
+    yield base
+    service.stop()
+
+
+@pytest.fixture
+def start_consumer(
+    redis_url: str, tmp_path: Path, r: redis.Redis
+) -> Iterator[StartConsumer]:
+    started: list[Service] = []
+
+    def start(name: str, url: str = redis_url, **env: str) -> Service:
+        settings = {**FAST, "REDIS_URL": url, "CONSUMER_NAME": name, **env}
+        service = Service("consumer", settings, tmp_path / f"{name}.log")
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def drained(client: redis.Redis, count: int) -> bool:
+    """Every one of `count` entries was delivered and nothing is pending."""
+    groups = client.xinfo_groups(STREAM) if client.exists(STREAM) else []
+    return (
+        bool(groups)
+        and groups[0]["entries-read"] == count
+        and groups[0]["pending"] == 0
+    )
+
+
+def test_e2e_the_seed_request_is_processed(
+    dispatcher: str, start_consumer: StartConsumer, r: redis.Redis
+) -> None:
+    consumers = [start_consumer("pod-a"), start_consumer("pod-b")]
+    status, body = call(f"{dispatcher}/dispatch", {"num_messages": 10, "delay": 0.1})
+    assert (status, body["count"]) == (202, 10)
+    eventually(lambda: drained(r, 10), timeout_s=20)
+    for seq, entry_id in enumerate(body["entry_ids"]):
+        assert call(f"{dispatcher}/results/{entry_id}") == (
+            200,
+            {"entry_id": entry_id, "result": {"seq": seq}},
+        )
+    lines = [json.loads(x) for c in consumers for x in c.log_text().splitlines()]
+    acked = [x for x in lines if x["message"] == "demo message processed"]
+    assert len(acked) == 10
+    assert {x["consumer"] for x in lines} <= {"pod-a", "pod-b"}
+
+
+def test_e2e_a_user_task_module_runs_and_its_results_are_readable(
+    dispatcher: str, start_consumer: StartConsumer, r: redis.Redis
+) -> None:
+    start_consumer("pod-a")
+    payloads = [{"path": "a.png", "width": 64}, {"path": "b.png", "width": 32}]
+    status, body = call(
+        f"{dispatcher}/dispatch", {"task": "resize", "payloads": payloads}
+    )
+    assert status == 202
+    _, added = call(
+        f"{dispatcher}/dispatch", {"task": "math.add", "payloads": [{"a": 2, "b": 3}]}
+    )
+    eventually(lambda: drained(r, 3), timeout_s=20)
+    results = [
+        call(f"{dispatcher}/results/{i}")[1]["result"] for i in body["entry_ids"]
+    ]
+    assert results == [
+        {"path": "a.png", "width": 64, "thumbnail": "a.png@64"},
+        {"path": "b.png", "width": 32, "thumbnail": "b.png@32"},
+    ]
+    assert call(f"{dispatcher}/results/{added['entry_ids'][0]}")[1]["result"] == 5
+
+
+def test_e2e_sigkill_of_a_consumer_mid_task_loses_nothing(
+    dispatcher: str, start_consumer: StartConsumer, r: redis.Redis
+) -> None:
+    victim = start_consumer("victim", BATCH_SIZE="4")
+    payloads = [{"n": n, "seconds": 0.2} for n in range(8)]
+    status, body = call(
+        f"{dispatcher}/dispatch", {"task": "slow", "payloads": payloads}
+    )
+    assert status == 202
+    # The victim holds a batch and is in the middle of a task when it dies.
+    eventually(lambda: any(row["consumer"] == "victim" for row in pending(r)))
+    victim.signal(signal.SIGKILL)
+    victim.wait(5)
+    held = [row["message_id"] for row in pending(r) if row["consumer"] == "victim"]
+    assert held
+    start_consumer("survivor")
+    eventually(lambda: drained(r, 8), timeout_s=30)
+    results = [
+        call(f"{dispatcher}/results/{i}")[1]["result"] for i in body["entry_ids"]
+    ]
+    assert results == list(range(8))
+    assert pending(r) == []
+
+
+def test_e2e_a_task_that_always_raises_ends_dead_lettered(
+    dispatcher: str, start_consumer: StartConsumer, r: redis.Redis
+) -> None:
+    start_consumer("pod-a")
+    start_consumer("pod-b")
+    status, body = call(
+        f"{dispatcher}/dispatch", {"task": "explode", "payloads": [{"x": 1}]}
+    )
+    assert status == 202
+    eventually(lambda: r.exists(DEAD), timeout_s=20)
+    [dead] = dead_letters(r)
+    assert dead["source_id"] == body["entry_ids"][0]
+    assert dead["deliveries"] == FAST["MAX_DELIVERIES"]
+    assert dead["error"] == "RuntimeError: this task always fails"
+    assert dead["consumer"] in {"pod-a", "pod-b"}
+    assert (dead["task"], json.loads(dead["payload"])) == ("explode", {"x": 1})
+    assert pending(r) == []
+    assert call(f"{dispatcher}/results/{body['entry_ids'][0]}")[0] == 404
+
+
+def test_e2e_sigterm_finishes_the_task_in_hand_and_exits_0(
+    dispatcher: str, start_consumer: StartConsumer, r: redis.Redis
+) -> None:
+    leaving = start_consumer("leaving", BATCH_SIZE="5", CLAIM_IDLE_MS="60000")
+    payloads = [{"n": n, "seconds": 0.3} for n in range(5)]
+    call(f"{dispatcher}/dispatch", {"task": "slow", "payloads": payloads})
+    eventually(lambda: len(pending(r)) == 5)
+    leaving.signal(signal.SIGTERM)
+    assert leaving.wait(10) == 0
+    # Finished entries were acked; the rest were released, claimable at once.
+    assert 0 < len(pending(r)) < 5
+    start_consumer("staying", CLAIM_IDLE_MS="60000")
+    eventually(lambda: drained(r, 5), timeout_s=20)
+    log = leaving.log_text()
+    assert '"entries released"' in log
+
+
+def test_e2e_services_ride_out_a_redis_restart(
+    tmp_path: Path, start_consumer: StartConsumer
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    dispatcher_service, base = start_dispatcher(server.url, tmp_path)
+    try:
+        consumer = start_consumer("pod-a", url=server.url)
+        assert call(f"{base}/dispatch", {"num_messages": 2})[0] == 202
+        client = server.client()
+        eventually(lambda: drained(client, 2), timeout_s=20)
+        server.kill()
+        status, body = call(f"{base}/dispatch", {"num_messages": 2})
+        assert (status, body) == (503, {"error": "redis unavailable"})
+        assert call(f"{base}/readyz")[0] == 503
+        # Down for longer than the client retries: the worker loop waits it out.
+        eventually(lambda: '"redis unavailable, retrying"' in consumer.log_text())
+        server.start()
+        eventually(lambda: call(f"{base}/readyz")[0] == 200)
+        assert call(f"{base}/dispatch", {"num_messages": 3})[0] == 202
+        eventually(lambda: drained(client, 5), timeout_s=20)
+        assert consumer.process.poll() is None
+        assert '"redis available again"' in consumer.log_text()
+    finally:
+        dispatcher_service.stop()
+        server.kill()
+
+
+@pytest.mark.parametrize(
+    ("module", "env", "named"),
+    [
+        ("consumer", {"MAX_DELIVERIES": "lots"}, "MAX_DELIVERIES"),
+        ("consumer", {"TASK_MODULES": "no.such.module"}, "TASK_MODULES"),
+        ("dispatcher", {"PORT": "eighty"}, "PORT"),
+    ],
+)
+def test_e2e_a_bad_setting_stops_the_process_naming_it(
+    tmp_path: Path, module: str, env: dict[str, str], named: str
+) -> None:
+    service = Service(module, env, tmp_path / "out.log")
+    assert service.wait(20) == 2
+    assert named in service.log_text()
+    service.stop()

@@ -1,0 +1,76 @@
+"""`make run`'s script: Redis (AOF), the dispatcher and consumers; Ctrl-C stops all."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from tests.conftest import eventually, free_port, require_redis_server
+from tests.processes import ROOT, http_ok
+
+
+@pytest.mark.timeout(90)
+def test_run_local_serves_the_seed_request_and_stops_cleanly_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    require_redis_server()
+    port, redis_port = free_port(), free_port()
+    env = {**os.environ, "PORT": str(port), "REDIS_PORT": str(redis_port)}
+    env |= {"RUN_DIR": str(tmp_path / "run"), "WORKERS": "2", "METRICS_PORT": "0"}
+    env.pop("REDIS_URL", None)
+    command = [sys.executable, "scripts/run_local.py"]
+    output_path = tmp_path / "run.out"
+    with (
+        output_path.open("wb") as output_file,
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output_file, stderr=output_file
+        ) as runner,
+    ):
+        try:
+            drive(runner, port, redis_port, tmp_path)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    output = output_path.read_text()
+    print(output[-5000:])
+    assert "curl -X POST http://localhost:" in output
+    assert "XPENDING tasks workers" in output
+
+
+def drive(
+    runner: subprocess.Popen[bytes], port: int, redis_port: int, tmp_path: Path
+) -> None:
+    eventually(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout_s=30)
+    # redis-server, gunicorn's master and worker, two consumers
+    stack = psutil.Process(runner.pid)
+    children = eventually(lambda: whole_stack(stack))
+    body = json.dumps({"num_messages": 10, "delay": 0.1}).encode()
+    request = urllib.request.Request(
+        f"http://localhost:{port}/dispatch",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 202
+    with redis.Redis(port=redis_port, decode_responses=True) as client:
+        eventually(lambda: client.xinfo_groups("tasks")[0]["entries-read"] == 10, 20)
+        eventually(lambda: client.xinfo_groups("tasks")[0]["pending"] == 0, 20)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert (tmp_path / "run" / "redis" / "appendonlydir").is_dir()
+    runner.send_signal(signal.SIGINT)  # what Ctrl-C does
+    assert runner.wait(timeout=60) == 0
+    assert not any(
+        child.is_running() and child.status() != "zombie" for child in children
+    )
+
+
+def whole_stack(stack: psutil.Process) -> list[psutil.Process]:
+    children = stack.children(recursive=True)
+    return children if len(children) >= 5 else []

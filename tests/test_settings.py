@@ -1,0 +1,88 @@
+"""Both services' settings: defaults, environment names, bad values named at start."""
+
+import pytest
+
+from consumer import errors as consumer_errors
+from consumer import settings as consumer_settings
+from dispatcher import errors as dispatcher_errors
+from dispatcher import settings as dispatcher_settings
+
+
+def test_consumer_settings_defaults_follow_the_contract() -> None:
+    s = consumer_settings.from_env({})
+    assert (s.redis_url, s.stream, s.group) == (
+        "redis://localhost:6379/0",
+        "tasks",
+        "workers",
+    )
+    assert (s.dead_letter_stream, s.max_deliveries, s.claim_idle_ms) == (
+        "tasks:dead",
+        5,
+        30_000,
+    )
+    assert (s.metrics_port, s.log_level, s.task_modules) == (9100, "INFO", ())
+    assert s.consumer_name.endswith(f"-{__import__('os').getpid()}")
+
+
+def test_consumer_settings_read_the_environment() -> None:
+    s = consumer_settings.from_env(
+        {
+            "STREAM": "jobs",
+            "CONSUMER_NAME": "pod-a",
+            "TASK_MODULES": "app.tasks, app.more ,",
+            "MAX_DELIVERIES": "2",
+            "REDIS_PASSWORD": "secret",
+            "LOG_LEVEL": "debug",
+        }
+    )
+    assert (s.stream, s.dead_letter_stream, s.consumer_name) == (
+        "jobs",
+        "jobs:dead",
+        "pod-a",
+    )
+    assert s.task_modules == ("app.tasks", "app.more")
+    assert (s.max_deliveries, s.redis_password, s.log_level) == (2, "secret", "DEBUG")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MAX_DELIVERIES": "five"}, "MAX_DELIVERIES"),
+        ({"MAX_DELIVERIES": "0"}, "MAX_DELIVERIES"),
+        ({"CLAIM_IDLE_MS": "-1"}, "CLAIM_IDLE_MS"),
+        ({"METRICS_PORT": "70000"}, "METRICS_PORT"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"STREAM": " "}, "STREAM"),
+        ({"BLOCK_MS": "20000", "SOCKET_TIMEOUT_S": "5"}, "SOCKET_TIMEOUT_S"),
+    ],
+)
+def test_consumer_settings_refuse_bad_values_naming_the_variable(
+    env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(consumer_errors.SettingsError, match=named):
+        consumer_settings.from_env(env)
+
+
+def test_dispatcher_settings_defaults_and_environment() -> None:
+    assert dispatcher_settings.from_env({}).port == 8000
+    s = dispatcher_settings.from_env(
+        {"PORT": "9000", "STREAM": "jobs", "MAX_MESSAGES": "5"}
+    )
+    assert (s.port, s.stream, s.max_messages) == (9000, "jobs", 5)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PORT": "http"}, "PORT"),
+        ({"PORT": "0"}, "PORT"),
+        ({"MAX_PACING_S": "-3"}, "MAX_PACING_S"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+        ({"STREAM": ""}, "STREAM"),
+    ],
+)
+def test_dispatcher_settings_refuse_bad_values_naming_the_variable(
+    env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(dispatcher_errors.SettingsError, match=named):
+        dispatcher_settings.from_env(env)
