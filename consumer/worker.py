@@ -14,13 +14,17 @@ from prometheus_client import CollectorRegistry
 from consumer.claims import Claims, ClaimScripts
 from consumer.errors import GroupMissingError, InvalidMessageError
 from consumer.heartbeat import Heartbeat
-from consumer.message import Message, encode_result, read_entries, to_messages
+from consumer.message import Message, encode_result
 from consumer.metrics import ConsumerMetrics
+from consumer.reader import Reader
 from consumer.settings import Settings
 from consumer.tasks import bind_task
 from consumer.trimming import trim_acknowledged
 
 log = logging.getLogger(__name__)
+
+# What the loop waits out: Redis unreachable, or the group gone with a Redis restart.
+RECOVERABLE = (redis.ConnectionError, redis.TimeoutError, GroupMissingError)
 
 
 def result_key(stream: str, entry_id: str) -> str:
@@ -43,8 +47,7 @@ class Worker:
         self.stopping = threading.Event()
         self.claims = Claims()
         self.scripts = ClaimScripts(client)
-        self._claim_cursor = "0-0"
-        self._next_claim_s = 0.0
+        self.reader = Reader(client, settings, self.metrics)
         self._next_trim_s = 0.0
 
     def ensure_group(self) -> None:
@@ -59,8 +62,7 @@ class Worker:
                 raise
 
     def run(self) -> None:
-        """Poll until stopping is set; outlive Redis outages with capped, jittered
-        backoff."""
+        """Poll until stopping is set; wait out Redis outages with jittered backoff."""
         failures, group_ready = 0, False
         with Heartbeat(self.scripts, self.settings, self.claims):
             while not self.stopping.is_set():
@@ -69,11 +71,7 @@ class Worker:
                         self.ensure_group()
                         group_ready = True
                     self.poll_once()
-                except (
-                    redis.ConnectionError,
-                    redis.TimeoutError,
-                    GroupMissingError,
-                ) as error:
+                except RECOVERABLE as error:
                     failures, group_ready = failures + 1, False
                     self._wait_for_redis(failures, error)
                     continue
@@ -84,7 +82,7 @@ class Worker:
     def poll_once(self) -> int:
         """Take stale entries or else new ones, run them, ack them; returns how many."""
         try:
-            messages = self.claim_stale() or self.read_new()
+            messages = self.claim_stale() or self.reader.read_new()
         except redis.ResponseError as error:
             if str(error).startswith("NOGROUP"):
                 raise GroupMissingError(str(error)) from error
@@ -93,48 +91,9 @@ class Worker:
         self.trim_when_due()
         return len(messages)
 
-    def read_new(self) -> list[Message]:
-        s = self.settings
-        reply = self.client.xreadgroup(
-            s.group,
-            s.consumer_name,
-            {s.stream: ">"},
-            count=s.batch_size,
-            block=s.block_ms,
-        )
-        return to_messages(read_entries(reply), deliveries=1)
-
     def claim_stale(self) -> list[Message]:
-        """XAUTOCLAIM entries idle past claim_idle_ms (a crashed, frozen or failed
-        attempt). The cursor carries over between calls; a full scan waits
-        claim_interval_ms."""
-        now = time.monotonic()
-        if self._claim_cursor == "0-0" and now < self._next_claim_s:
-            return []
-        s = self.settings
-        cursor, entries, deleted = self.client.xautoclaim(
-            s.stream,
-            s.group,
-            s.consumer_name,
-            s.claim_idle_ms,
-            self._claim_cursor,
-            s.batch_size,
-        )
-        self._claim_cursor = cursor
-        if cursor == "0-0":
-            self._next_claim_s = now + s.claim_interval_ms / 1000
-        if deleted:
-            # Redis 7 drops pending IDs whose entry is gone; their payload is lost to
-            # us.
-            log.warning(
-                "pending entries were deleted from the stream", extra={"ids": deleted}
-            )
-            self.metrics.deleted_pending.inc(len(deleted))
-        messages = to_messages(
-            entries, self._deliveries([entry[0] for entry in entries])
-        )
-        self.metrics.reclaimed.inc(len(messages))
-        return [m for m in messages if not self._exhausted(m)]
+        """Stale entries now ours, minus those out of deliveries (dead-lettered)."""
+        return [m for m in self.reader.claim_stale() if not self._exhausted(m)]
 
     def process(self, messages: list[Message]) -> None:
         """Run the batch in order; ack finished entries together, at least every
@@ -246,17 +205,6 @@ class Worker:
         if now >= self._next_trim_s:
             self._next_trim_s = now + self.settings.trim_interval_ms / 1000
             trim_acknowledged(self.client, self.settings.stream)
-
-    def _deliveries(self, entry_ids: list[str]) -> dict[str, int]:
-        """Delivery counts of claimed entries: an XPENDING per ID, in one round trip."""
-        s = self.settings
-        with self.client.pipeline(transaction=False) as pipe:
-            for entry_id in entry_ids:
-                pipe.xpending_range(
-                    s.stream, s.group, entry_id, entry_id, 1, s.consumer_name
-                )
-            rows = [row for reply in pipe.execute() for row in reply]
-        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
 
     def _exhausted(self, message: Message) -> bool:
         """Dead-letter, unrun, an entry whose deliveries all failed or crashed."""

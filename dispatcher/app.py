@@ -1,4 +1,4 @@
-"""HTTP API: routes only; validation and Redis writes live elsewhere."""
+"""HTTP API: routes only. Validation and Redis writes live in their own modules."""
 
 import json
 import logging
@@ -23,58 +23,52 @@ from dispatcher.validation import check_entry_id, decode_json, parse_dispatch
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_S = "1"
+Answer = tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]
+RETRY_LATER = {"Retry-After": "1"}
 
 
 def create_app(
-    settings: Settings,
-    client: redis.Redis,
-    registry: CollectorRegistry | None = None,
+    settings: Settings, client: redis.Redis, registry: CollectorRegistry | None = None
 ) -> Flask:
     """The Flask app: /dispatch, /results/<entry_id>, /healthz, /readyz, /metrics."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = DispatcherMetrics(registry)
     app = Flask("dispatcher")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-
-    _install_routes(app, settings, client, metrics)
-    _install_probes(app, client, registry)
-    _install_error_handlers(app, metrics)
+    _install_dispatch(app, settings, client, metrics)
+    _install_reads(app, settings, client, registry)
+    _install_redis_error_handlers(app, metrics)
+    _install_http_error_handlers(app, metrics)
     _install_request_metrics(app, metrics)
     return app
 
 
-def _install_routes(
+def _install_dispatch(
     app: Flask, settings: Settings, client: redis.Redis, metrics: DispatcherMetrics
 ) -> None:
     @app.post("/dispatch")
-    def dispatch() -> tuple[dict[str, Any], int]:
+    def dispatch() -> Answer:
         if not request.is_json:
-            raise InvalidPayloadError(
-                "Content-Type", "must be application/json", status=415
-            )
+            raise InvalidPayloadError("Content-Type", "must be application/json", 415)
         order = parse_dispatch(decode_json(request.get_data()), settings)
         g.message_count = len(order.payloads)
+        stream, task, payloads = settings.stream, order.task, order.payloads
         if order.delay_s > 0:
-            entry_ids = publish_paced(
-                client, settings.stream, order.task, order.payloads, order.delay_s
-            )
+            entry_ids = publish_paced(client, stream, task, payloads, order.delay_s)
         else:
-            entry_ids = publish(client, settings.stream, order.task, order.payloads)
+            entry_ids = publish(client, stream, task, payloads)
         metrics.messages.labels("accepted").inc(len(entry_ids))
-        log.info(
-            "dispatch accepted",
-            extra={
-                "task": order.task,
-                "count": len(entry_ids),
-                "first_entry_id": entry_ids[0],
-            },
-        )
-        body = {"stream": settings.stream, "task": order.task, "count": len(entry_ids)}
+        facts = {"task": task, "count": len(entry_ids), "first_entry_id": entry_ids[0]}
+        log.info("dispatch accepted", extra=facts)
+        body = {"stream": stream, "task": task, "count": len(entry_ids)}
         return {**body, "entry_ids": entry_ids}, 202
 
+
+def _install_reads(
+    app: Flask, settings: Settings, client: redis.Redis, registry: CollectorRegistry
+) -> None:
     @app.get("/results/<entry_id>")
-    def result(entry_id: str) -> tuple[dict[str, Any], int]:
+    def result(entry_id: str) -> Answer:
         stored = client.get(result_key(settings.stream, check_entry_id(entry_id)))
         if stored is None:
             return {
@@ -83,61 +77,47 @@ def _install_routes(
             }, 404
         return {"entry_id": entry_id, "result": json.loads(stored)}, 200
 
-
-def _install_probes(
-    app: Flask, client: redis.Redis, registry: CollectorRegistry
-) -> None:
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}  # the process answers; Redis is /readyz's business
+    def healthz() -> Answer:
+        return {"status": "ok"}, 200  # the process answers; Redis is /readyz's business
 
     @app.get("/readyz")
-    def readyz() -> dict[str, str]:
-        client.ping()  # a Redis error becomes a 503 in the handler below
-        return {"status": "ready"}
+    def readyz() -> Answer:
+        client.ping()  # a Redis error becomes a 503 in the handler
+        return {"status": "ready"}, 200
 
     @app.get("/metrics")
     def metrics_text() -> Response:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def _install_error_handlers(app: Flask, metrics: DispatcherMetrics) -> None:
-    @app.errorhandler(InvalidPayloadError)
-    def invalid(error: InvalidPayloadError) -> tuple[dict[str, str], int]:
-        metrics.messages.labels("refused").inc(g.get("message_count", 0))
-        return {
-            "error": "invalid request",
-            "field": error.field,
-            "rule": error.rule,
-        }, error.status
-
+def _install_redis_error_handlers(app: Flask, metrics: DispatcherMetrics) -> None:
     @app.errorhandler(PublishInterruptedError)
-    def interrupted(
-        error: PublishInterruptedError,
-    ) -> tuple[dict[str, Any], int, dict[str, str]]:
+    def interrupted(error: PublishInterruptedError) -> Answer:
         log.warning("paced dispatch interrupted", exc_info=True)
-        metrics.messages.labels("accepted").inc(len(error.entry_ids))
-        metrics.messages.labels("failed").inc(
-            g.get("message_count", 0) - len(error.entry_ids)
-        )
+        written = len(error.entry_ids)
+        metrics.messages.labels("accepted").inc(written)
+        metrics.messages.labels("failed").inc(g.get("message_count", 0) - written)
         body = {"error": "redis unavailable; only entry_ids were written"}
-        return (
-            {**body, "entry_ids": error.entry_ids},
-            503,
-            {"Retry-After": RETRY_AFTER_S},
-        )
+        return {**body, "entry_ids": error.entry_ids}, 503, RETRY_LATER
 
     @app.errorhandler(redis.RedisError)
-    def unavailable(
-        error: redis.RedisError,
-    ) -> tuple[dict[str, str], int, dict[str, str]]:
-        # Nothing was acknowledged: a MULTI/EXEC either ran whole or not at all.
+    def unavailable(error: redis.RedisError) -> Answer:
+        # Nothing was written: a batch's MULTI/EXEC ran whole or not at all.
         log.warning("redis unavailable", extra={"error": type(error).__name__})
         metrics.messages.labels("failed").inc(g.get("message_count", 0))
-        return {"error": "redis unavailable"}, 503, {"Retry-After": RETRY_AFTER_S}
+        return {"error": "redis unavailable"}, 503, RETRY_LATER
+
+
+def _install_http_error_handlers(app: Flask, metrics: DispatcherMetrics) -> None:
+    @app.errorhandler(InvalidPayloadError)
+    def invalid(error: InvalidPayloadError) -> Answer:
+        metrics.messages.labels("refused").inc(g.get("message_count", 0))
+        body = {"error": "invalid request", "field": error.field, "rule": error.rule}
+        return body, error.status
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> tuple[dict[str, str], int]:
+    def http_error(error: HTTPException) -> Answer:
         if error.code == 413:
             return {
                 "error": "invalid request",
@@ -147,7 +127,7 @@ def _install_error_handlers(app: Flask, metrics: DispatcherMetrics) -> None:
         return {"error": (error.name or "error").lower()}, error.code or 500
 
     @app.errorhandler(InternalServerError)
-    def internal(error: InternalServerError) -> tuple[dict[str, str], int]:
+    def internal(error: InternalServerError) -> Answer:
         log.error("unhandled error", exc_info=error.original_exception)
         return {"error": "internal error"}, 500
 

@@ -13,12 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 STOP_GRACE_S = 70.0  # longer than the dispatcher's graceful timeout for paced requests
+Process = subprocess.Popen[bytes]
 
 
 class RunError(Exception):
@@ -30,70 +32,67 @@ def port_is_free(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def first_free_port(start: int) -> int:
-    return next(port for port in range(start, start + 100) if port_is_free(port))
+def redis_answers(port: int) -> bool:
+    ping = ["redis-cli", "-p", str(port), "ping"]
+    done = subprocess.run(ping, capture_output=True, text=True, check=False)
+    return done.stdout.strip() == "PONG"
 
 
-def wait_until(check: "Check", what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise RunError(f"{what} did not come up within {timeout_s:g} s")
-        time.sleep(0.05)
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
-class Check:
-    """A readiness probe: a command that must succeed, or a URL that must answer 200."""
-
-    def __init__(
-        self, command: list[str] | None = None, url: str | None = None
-    ) -> None:
-        self.command, self.url = command, url
-
-    def __call__(self) -> bool:
-        if self.command:
-            done = subprocess.run(
-                self.command, capture_output=True, text=True, check=False
-            )
-            return done.stdout.strip() == "PONG"
-        try:
-            with urllib.request.urlopen(self.url or "", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+def wait_until(check: Callable[[], bool], what: str, stopping: threading.Event) -> None:
+    for _ in range(300):  # 15 s
+        if check() or stopping.is_set():
+            return
+        stopping.wait(0.05)
+    raise RunError(f"{what} did not come up within 15 s")
 
 
-def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # A session of its own: Ctrl-C reaches only this script, which stops the children in
-    # order (dispatcher, consumers, Redis) instead of all at once.
+def start(command: list[str], env: dict[str, str]) -> Process:
+    # A session of its own: Ctrl-C reaches only this script, which then stops the
+    # children in order (dispatcher, consumers, Redis) instead of all at once.
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 
-def start_redis(
-    run_dir: Path, env: dict[str, str]
-) -> tuple[str, subprocess.Popen[bytes]]:
+def start_redis(run_dir: Path, port: int) -> Process:
     if not shutil.which("redis-server"):
         raise RunError("redis-server is not installed: run `make setup` (it uses apt)")
-    port = int(env.get("REDIS_PORT") or first_free_port(6380))
     data = run_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    process = start(
+    return start(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
          "--maxmemory-policy", "noeviction", "--logfile", "redis.log"],
-        env,
+        dict(os.environ),
     )  # fmt: skip
-    wait_until(Check(command=["redis-cli", "-p", str(port), "ping"]), "redis-server")
-    return f"redis://127.0.0.1:{port}/0", process
 
 
-def banner(redis_url: str, port: int, metrics_ports: list[int]) -> str:
+def stop(processes: list[Process]) -> None:
+    """SIGTERM a stage's processes together, then wait (SIGKILL after the grace)."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def banner(redis_url: str, port: int, workers: int, metrics_ports: list[int]) -> str:
     cli = "redis-cli -u " + redis_url
     metrics = ", ".join(f"http://127.0.0.1:{p}/metrics" for p in metrics_ports) or "off"
     return f"""
   Redis        {redis_url}   ({cli})
   Dispatcher   http://127.0.0.1:{port}   (metrics: http://127.0.0.1:{port}/metrics)
-  Consumers    {len(metrics_ports) or "see WORKERS"} processes   (metrics: {metrics})
+  Consumers    {workers} processes   (metrics: {metrics})
 
   Try it:
     curl -X POST http://localhost:{port}/dispatch -H "Content-Type: application/json" \\
@@ -107,78 +106,65 @@ def banner(redis_url: str, port: int, metrics_ports: list[int]) -> str:
 """
 
 
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM a stage's processes together, then wait (SIGKILL after the grace)."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def run() -> int:
-    env = dict(os.environ)
-    run_dir = Path(env.get("RUN_DIR", ".run")).resolve()
-    port = int(env.get("PORT", "8000"))
-    workers = int(env.get("WORKERS", "2"))
-    metrics_base = int(env.get("METRICS_PORT", "9100"))
+def start_stack(
+    env: dict[str, str], stopping: threading.Event, stages: list[list[Process]]
+) -> None:
+    """Start Redis (unless REDIS_URL is set), the dispatcher and the consumers, into
+    `stages` in stopping order as each starts, so a failure half-way through still
+    stops what was started."""
+    port, workers = int(env.get("PORT", "8000")), int(env.get("WORKERS", "2"))
     if not port_is_free(port):
         raise RunError(f"port {port} is busy: stop what uses it or set PORT=...")
-    redis_process = None
     if not env.get("REDIS_URL"):
-        env["REDIS_URL"], redis_process = start_redis(run_dir, env)
-    stages: list[list[subprocess.Popen[bytes]]] = [
-        [redis_process] if redis_process else []
-    ]
-    stopping = False
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-    try:
-        dispatcher_env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
-        stages.insert(0, [start([sys.executable, "-m", "dispatcher"], dispatcher_env)])
-        wait_until(Check(url=f"http://127.0.0.1:{port}/healthz"), "the dispatcher")
-        metrics_ports = (
-            [metrics_base + i for i in range(workers)] if metrics_base else []
+        redis_port = int(
+            env.get("REDIS_PORT") or next(filter(port_is_free, range(6380, 6480)))
         )
-        consumers = [
-            start(
-                [sys.executable, "-m", "consumer"],
-                {**env, "METRICS_PORT": str(metrics_ports[i] if metrics_ports else 0)},
-            )
-            for i in range(workers)
-        ]
-        stages.insert(1, consumers)
-        print(banner(env["REDIS_URL"], port, metrics_ports), flush=True)
-        while not stopping:
-            if any(p.poll() is not None for stage in stages for p in stage):
-                print(
-                    "a process of the stack exited on its own; stopping the rest",
-                    flush=True,
-                )
-                return 1
-            time.sleep(0.2)
-        return 0
-    finally:
-        print("stopping: dispatcher, consumers, then Redis", flush=True)
-        for stage in stages:
-            stop(stage)
+        stages.append(
+            [start_redis(Path(env.get("RUN_DIR", ".run")).resolve(), redis_port)]
+        )
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        wait_until(lambda: redis_answers(redis_port), "redis-server", stopping)
+    dispatcher_env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+    stages.insert(0, [start([sys.executable, "-m", "dispatcher"], dispatcher_env)])
+    wait_until(
+        lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "dispatcher", stopping
+    )
+    base = int(env.get("METRICS_PORT", "9100"))
+    metrics_ports = [base + i for i in range(workers)] if base else [0] * workers
+    consumer = [sys.executable, "-m", "consumer"]
+    stages.insert(
+        1, [start(consumer, {**env, "METRICS_PORT": str(p)}) for p in metrics_ports]
+    )
+    print(
+        banner(env["REDIS_URL"], port, workers, [p for p in metrics_ports if p]),
+        flush=True,
+    )
 
 
 def main() -> int:
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    stages: list[list[Process]] = []
     try:
-        return run()
+        start_stack(dict(os.environ), stopping, stages)
+        while not stopping.wait(0.2):
+            if any(process.poll() is not None for stage in stages for process in stage):
+                print("a process of the stack exited on its own; stopping the rest")
+                return 1
+        return 0
     except RunError as error:
         print(f"make run: {error}", file=sys.stderr)
         return 1
+    finally:
+        if stages:
+            print("stopping: dispatcher, consumers, then Redis", flush=True)
+        for stage in stages:
+            stop(stage)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def idle_ms(client: redis.Redis) -> dict[str, int]:
 def test_heartbeat_renews_held_claims_so_no_one_takes_them(r: redis.Redis) -> None:
     worker = make_worker(r, {}, claim_idle_ms=50)
     entry_id = add_entry(r, "echo")
-    messages = worker.read_new()
+    messages = worker.reader.read_new()
     worker.claims.hold(m.entry_id for m in messages)
     # Pending list: the entry, held by c1, going idle.
     eventually(lambda: idle_ms(r)[entry_id] >= 50)
@@ -35,7 +35,7 @@ def test_heartbeat_marks_claims_taken_over_and_the_worker_skips_them(
     ran: list[int] = []
     worker = make_worker(r, {"job": lambda n: ran.append(n)})
     ids = [add_entry(r, "job", {"n": n}) for n in range(2)]
-    messages = worker.read_new()
+    messages = worker.reader.read_new()
     worker.claims.hold(ids)
     # While c1 was frozen, another consumer claimed the second entry.
     r.xclaim(STREAM, GROUP, "other", 0, [ids[1]])
@@ -54,7 +54,7 @@ def test_heartbeat_stops_renewing_a_task_running_past_its_timeout(
 ) -> None:
     worker = make_worker(r, {}, task_timeout_s=0.01)
     ids = [add_entry(r, "job") for _ in range(2)]
-    worker.read_new()
+    worker.reader.read_new()
     worker.claims.hold(ids)
     worker.claims.start(ids[0])
     eventually(lambda: worker.claims.renewable(0.01) == [ids[1]])

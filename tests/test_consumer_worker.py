@@ -178,7 +178,7 @@ def test_worker_dead_letters_a_result_that_is_not_json(r: redis.Redis) -> None:
 def test_worker_dead_letter_is_written_once_even_if_repeated(r: redis.Redis) -> None:
     worker = make_worker(r, TASKS)
     add_entry(r, "echo")
-    [message] = worker.read_new()
+    [message] = worker.reader.read_new()
     worker.dead_letter(message, "first")
     worker.dead_letter(message, "again, as a late or retried attempt would")
     assert r.xlen(DEAD) == 1

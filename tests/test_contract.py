@@ -19,7 +19,7 @@ def test_contract_dispatcher_entries_read_back_by_the_consumer(r: redis.Redis) -
         {"nested": {"ok": True, "n": None}},
     ]
     entry_ids = publish(r, "tasks", "resize", payloads)
-    messages = make_worker(r, {}).read_new()
+    messages = make_worker(r, {}).reader.read_new()
     assert [m.entry_id for m in messages] == entry_ids
     assert [m.task for m in messages] == ["resize", "resize"]
     assert [decode_payload(m) for m in messages] == payloads

@@ -25,6 +25,7 @@ FAST = {
     "MAX_DELIVERIES": "3",
     "METRICS_PORT": "0",
     "TASK_MODULES": "tests.e2e_tasks",
+    "TRIM_INTERVAL_MS": "100",
 }
 
 StartConsumer = Callable[..., Service]
@@ -98,6 +99,8 @@ def test_e2e_the_seed_request_is_processed(
             200,
             {"entry_id": entry_id, "result": {"seq": seq}},
         )
+    # Acknowledged entries are trimmed away: the stream keeps only its newest entry.
+    eventually(lambda: r.xlen(STREAM) <= 1)
     lines = [json.loads(x) for c in consumers for x in c.log_text().splitlines()]
     acked = [x for x in lines if x["message"] == "demo message processed"]
     assert len(acked) == 10

@@ -1,0 +1,71 @@
+"""Reader: fetches this consumer's next entries, stale ones (XAUTOCLAIM) or new ones
+(XREADGROUP), as Messages with their delivery counts."""
+
+import logging
+import time
+
+import redis
+
+from consumer.message import Message, read_entries, to_messages
+from consumer.metrics import ConsumerMetrics
+from consumer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Reader:
+    def __init__(
+        self, client: redis.Redis, settings: Settings, metrics: ConsumerMetrics
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.metrics = metrics
+        self._cursor = "0-0"
+        self._next_scan_s = 0.0
+
+    def read_new(self) -> list[Message]:
+        """Never-delivered entries, up to batch_size, waiting up to block_ms."""
+        s = self.settings
+        reply = self.client.xreadgroup(
+            s.group, s.consumer_name, {s.stream: ">"}, s.batch_size, s.block_ms
+        )
+        return to_messages(read_entries(reply), deliveries=1)
+
+    def claim_stale(self) -> list[Message]:
+        """Entries idle past claim_idle_ms (a crashed, frozen or failed attempt), now
+        ours. The XAUTOCLAIM cursor carries over between calls; once a scan has wrapped
+        around, the next waits claim_interval_ms."""
+        now = time.monotonic()
+        if self._cursor == "0-0" and now < self._next_scan_s:
+            return []
+        s = self.settings
+        cursor, entries, deleted = self.client.xautoclaim(
+            s.stream,
+            s.group,
+            s.consumer_name,
+            s.claim_idle_ms,
+            self._cursor,
+            s.batch_size,
+        )
+        self._cursor = cursor
+        if cursor == "0-0":
+            self._next_scan_s = now + s.claim_interval_ms / 1000
+        if deleted:
+            # Redis 7 drops pending IDs whose entry is gone (trimmed or XDELed); their
+            # payload is lost to us, so say so loudly.
+            log.warning("pending entries were deleted", extra={"entry_ids": deleted})
+            self.metrics.deleted_pending.inc(len(deleted))
+        messages = to_messages(entries, self._deliveries([e[0] for e in entries]))
+        self.metrics.reclaimed.inc(len(messages))
+        return messages
+
+    def _deliveries(self, entry_ids: list[str]) -> dict[str, int]:
+        """Delivery counts of claimed entries: an XPENDING per ID, in one round trip."""
+        s = self.settings
+        with self.client.pipeline(transaction=False) as pipe:
+            for entry_id in entry_ids:
+                pipe.xpending_range(
+                    s.stream, s.group, entry_id, entry_id, 1, s.consumer_name
+                )
+            rows = [row for reply in pipe.execute() for row in reply]
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
