@@ -54,13 +54,19 @@ class Claims:
     """Entry IDs this consumer holds: waiting in the batch, or running (since when)."""
 
     def __init__(self) -> None:
+        # Held for a whole renewal round trip. A release takes it too, so a renewal
+        # that read the held IDs just before cannot undo the release.
+        self.renewing = threading.Lock()
         self._lock = threading.Lock()
         self._started: dict[str, float | None] = {}
         self._lost: set[str] = set()
+        self._renewed_s = time.monotonic()
 
     def hold(self, entry_ids: Iterable[str]) -> None:
+        """Record a batch just read or claimed (so its claims are fresh)."""
         with self._lock:
             self._started.update(dict.fromkeys(entry_ids))
+            self._renewed_s = time.monotonic()
 
     def start(self, entry_id: str) -> None:
         with self._lock:
@@ -82,6 +88,17 @@ class Claims:
                 for i, start in self._started.items()
                 if start is None or start > deadline
             ]
+
+    def renewed(self, at_s: float) -> None:
+        """Every claim held at monotonic time at_s has been renewed (or found lost)."""
+        with self._lock:
+            self._renewed_s = max(self._renewed_s, at_s)
+
+    def renewal_overdue(self, limit_s: float) -> bool:
+        """True when the claims went unrenewed for limit_s: the process was frozen or
+        the heartbeat stalled, and another consumer may have taken some over."""
+        with self._lock:
+            return time.monotonic() - self._renewed_s > limit_s
 
     def lose(self, entry_ids: Iterable[str]) -> None:
         """Mark IDs another consumer has taken over; the worker skips them if not

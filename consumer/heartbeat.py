@@ -7,6 +7,7 @@ process, so a killed or frozen consumer's entries still lapse and get reclaimed.
 
 import logging
 import threading
+import time
 from types import TracebackType
 
 import redis
@@ -42,17 +43,15 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Renew each renewable held claim once; mark those another consumer took."""
-        entry_ids = self.claims.renewable(self.settings.task_timeout_s)
-        if not entry_ids:
-            return
         s = self.settings
-        owned = self.scripts.renew(s.stream, s.group, s.consumer_name, entry_ids)
+        with self.claims.renewing:
+            started_s = time.monotonic()
+            entry_ids = self.claims.renewable(s.task_timeout_s)
+            owned = self.scripts.renew(s.stream, s.group, s.consumer_name, entry_ids)
+            self.claims.renewed(started_s)
         lost = set(entry_ids) - set(owned)
         if lost:
-            log.warning(
-                "claims taken over by another consumer",
-                extra={"entry_ids": sorted(lost)},
-            )
+            log.warning("claims taken over", extra={"entry_ids": sorted(lost)})
             self.claims.lose(lost)
 
     def _run(self) -> None:

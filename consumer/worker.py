@@ -48,6 +48,7 @@ class Worker:
         self.claims = Claims()
         self.scripts = ClaimScripts(client)
         self.reader = Reader(client, settings, self.metrics)
+        self.heartbeat = Heartbeat(self.scripts, settings, self.claims)
         self._next_trim_s = 0.0
 
     def ensure_group(self) -> None:
@@ -64,7 +65,7 @@ class Worker:
     def run(self) -> None:
         """Poll until stopping is set; wait out Redis outages with jittered backoff."""
         failures, group_ready = 0, False
-        with Heartbeat(self.scripts, self.settings, self.claims):
+        with self.heartbeat:
             while not self.stopping.is_set():
                 try:
                     if not group_ready:
@@ -106,6 +107,8 @@ class Worker:
                 if self.stopping.is_set():
                     self.release(messages[index:])
                     break
+                if self.claims.renewal_overdue(2 * self.settings.heartbeat_interval_s):
+                    self.heartbeat.beat()  # woken from a freeze: which claims are ours?
                 if self.claims.is_lost(message.entry_id):
                     continue  # another consumer took it over while we were frozen
                 result = self.handle(message)
@@ -190,13 +193,15 @@ class Worker:
             )
 
     def release(self, messages: list[Message]) -> None:
-        """Hand unstarted entries back: claimable by any consumer at once, delivery
-        uncounted."""
+        """Hand unstarted entries back: claimable by any consumer at once, their
+        delivery uncounted."""
         s = self.settings
         entry_ids = [m.entry_id for m in messages]
-        released = self.scripts.release(
-            s.stream, s.group, s.consumer_name, entry_ids, s.claim_idle_ms
-        )
+        with self.claims.renewing:
+            self.claims.drop(entry_ids)
+            released = self.scripts.release(
+                s.stream, s.group, s.consumer_name, entry_ids, s.claim_idle_ms
+            )
         self.metrics.released.inc(len(released))
         log.info("entries released", extra={"count": len(released)})
 

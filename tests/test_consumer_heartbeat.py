@@ -83,3 +83,27 @@ def test_worker_run_keeps_a_task_longer_than_claim_idle_ms(r: redis.Redis) -> No
         thread.join(timeout=2)
     assert runs == ["start"]
     assert pending(r) == []
+
+
+def test_worker_woken_from_a_freeze_skips_entries_taken_over_meanwhile(
+    r: redis.Redis,
+) -> None:
+    ran: list[int] = []
+
+    def job(n: int) -> int:
+        ran.append(n)
+        if n == 0:
+            # While this task runs, the worker is "frozen" (no heartbeat thread runs in
+            # this test) and another consumer takes over the next entry of the batch.
+            eventually(lambda: worker.claims.renewal_overdue(0.05))
+            r.xclaim(STREAM, GROUP, "other", 0, [ids[1]])
+        return n
+
+    worker = make_worker(r, {"job": job}, claim_idle_ms=60)
+    ids = [add_entry(r, "job", {"n": n}) for n in range(3)]
+    worker.poll_once()
+    # Pending list: only ids[1], now the other consumer's; c1 ran ids[0] and ids[2].
+    assert ran == [0, 2]
+    assert [(row["message_id"], row["consumer"]) for row in pending(r)] == [
+        (ids[1], "other")
+    ]
