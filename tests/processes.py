@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import redis
@@ -51,14 +50,6 @@ class Service:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 class RedisServer:

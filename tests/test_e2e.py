@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import redis
 
+from scripts.run_local import http_ok
 from tests.conftest import eventually, free_port
 from tests.factories import DEAD, STREAM, dead_letters, pending
-from tests.processes import RedisServer, Service, http_ok
+from tests.processes import RedisServer, Service
 
 pytestmark = pytest.mark.timeout(90)
 

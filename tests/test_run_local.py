@@ -12,8 +12,9 @@ import psutil
 import pytest
 import redis
 
+from scripts.run_local import http_ok
 from tests.conftest import eventually, free_port, require_redis_server
-from tests.processes import ROOT, http_ok
+from tests.processes import ROOT
 
 
 @pytest.mark.timeout(90)

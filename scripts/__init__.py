@@ -1,0 +1,1 @@
+"""Developer scripts; `run_local.py` is what `make run` runs."""
