@@ -1,6 +1,7 @@
 """A user's own task module: the end-to-end tests load it through TASK_MODULES."""
 
 import time
+from pathlib import Path
 
 from consumer import task
 
@@ -16,7 +17,10 @@ def add(a: int, b: int) -> int:
 
 
 @task
-def slow(n: int, seconds: float) -> int:
+def slow(n: int, seconds: float, mark: str = "") -> int:
+    """Sleep; first touch `mark` (a path), so a test knows the task has started."""
+    if mark:
+        Path(mark).touch()
     time.sleep(seconds)
     return n
 

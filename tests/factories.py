@@ -86,3 +86,13 @@ def entry_ids(client: redis.Redis, stream: str = STREAM) -> list[str]:
 
 def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
     return [fields for _, fields in entries(client, DEAD)]
+
+
+def drained(client: redis.Redis, count: int) -> bool:
+    """Every one of `count` entries was delivered and nothing is pending."""
+    groups = client.xinfo_groups(STREAM) if client.exists(STREAM) else []
+    return (
+        bool(groups)
+        and groups[0]["entries-read"] == count
+        and groups[0]["pending"] == 0
+    )

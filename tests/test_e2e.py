@@ -14,7 +14,7 @@ import redis
 
 from scripts.run_local import http_ok
 from tests.conftest import eventually, free_port
-from tests.factories import DEAD, STREAM, dead_letters, pending
+from tests.factories import DEAD, STREAM, dead_letters, drained, pending
 from tests.processes import RedisServer, Service
 
 pytestmark = pytest.mark.timeout(90)
@@ -76,16 +76,6 @@ def start_consumer(
     yield start
     for service in started:
         service.stop()
-
-
-def drained(client: redis.Redis, count: int) -> bool:
-    """Every one of `count` entries was delivered and nothing is pending."""
-    groups = client.xinfo_groups(STREAM) if client.exists(STREAM) else []
-    return (
-        bool(groups)
-        and groups[0]["entries-read"] == count
-        and groups[0]["pending"] == 0
-    )
 
 
 def test_e2e_the_seed_request_is_processed(
@@ -176,20 +166,23 @@ def test_e2e_a_task_that_always_raises_ends_dead_lettered(
 
 
 def test_e2e_sigterm_finishes_the_task_in_hand_and_exits_0(
-    dispatcher: str, start_consumer: StartConsumer, r: redis.Redis
+    dispatcher: str, start_consumer: StartConsumer, r: redis.Redis, tmp_path: Path
 ) -> None:
     leaving = start_consumer("leaving", BATCH_SIZE="5", CLAIM_IDLE_MS="60000")
-    payloads = [{"n": n, "seconds": 0.3} for n in range(5)]
-    call(f"{dispatcher}/dispatch", {"task": "slow", "payloads": payloads})
-    eventually(lambda: len(pending(r)) == 5)
-    leaving.signal(signal.SIGTERM)
+    marks = [tmp_path / f"started-{n}" for n in range(5)]
+    payloads = [{"n": n, "seconds": 0.3, "mark": str(m)} for n, m in enumerate(marks)]
+    _, body = call(f"{dispatcher}/dispatch", {"task": "slow", "payloads": payloads})
+    eventually(lambda: marks[0].exists())
+    leaving.signal(signal.SIGTERM)  # while the first task of its batch of 5 runs
     assert leaving.wait(10) == 0
-    # Finished entries were acked; the rest were released, claimable at once.
-    assert 0 < len(pending(r)) < 5
+    # Pending list: the 4 unstarted entries, released (idle long, delivery undone).
+    assert call(f"{dispatcher}/results/{body['entry_ids'][0]}")[1]["result"] == 0
+    assert [row["message_id"] for row in pending(r)] == body["entry_ids"][1:]
+    assert {row["times_delivered"] for row in pending(r)} == {0}
+    assert '"entries released"' in leaving.log_text()
+    # Another consumer takes them at once, despite a claim_idle_ms of a minute.
     start_consumer("staying", CLAIM_IDLE_MS="60000")
     eventually(lambda: drained(r, 5), timeout_s=20)
-    log = leaving.log_text()
-    assert '"entries released"' in log
 
 
 def test_e2e_services_ride_out_a_redis_restart(
@@ -198,10 +191,10 @@ def test_e2e_services_ride_out_a_redis_restart(
     server = RedisServer(tmp_path / "redis")
     server.start()
     dispatcher_service, base = start_dispatcher(server.url, tmp_path)
+    client = server.client()
     try:
         consumer = start_consumer("pod-a", url=server.url)
         assert call(f"{base}/dispatch", {"num_messages": 2})[0] == 202
-        client = server.client()
         eventually(lambda: drained(client, 2), timeout_s=20)
         server.kill()
         status, body = call(f"{base}/dispatch", {"num_messages": 2})
@@ -216,6 +209,7 @@ def test_e2e_services_ride_out_a_redis_restart(
         assert consumer.process.poll() is None
         eventually(lambda: '"redis available again"' in consumer.log_text())
     finally:
+        client.close()
         dispatcher_service.stop()
         server.kill()
 

@@ -14,6 +14,7 @@ import redis
 
 from scripts.run_local import http_ok
 from tests.conftest import eventually, free_port, require_redis_server
+from tests.factories import drained
 from tests.processes import ROOT
 
 
@@ -61,8 +62,7 @@ def drive(
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 202
     with redis.Redis(port=redis_port, decode_responses=True) as client:
-        eventually(lambda: client.xinfo_groups("tasks")[0]["entries-read"] == 10, 20)
-        eventually(lambda: client.xinfo_groups("tasks")[0]["pending"] == 0, 20)
+        eventually(lambda: drained(client, 10), 20)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
     assert (tmp_path / "run" / "redis" / "appendonlydir").is_dir()
     runner.send_signal(signal.SIGINT)  # what Ctrl-C does
