@@ -77,6 +77,12 @@ class ConsumerMetrics:
             "Unstarted entries handed back at shutdown for other consumers.",
             registry=registry,
         )
+        self.late_acks = Counter(
+            "consumer_late_acks",
+            "Entries acknowledged after another consumer had taken them over (this "
+            "consumer was frozen); the entry may run twice, nothing is lost.",
+            registry=registry,
+        )
         self.deleted_pending = Counter(
             "consumer_deleted_pending_entries",
             "Pending entries found deleted from the stream (trimmed or XDELed).",

@@ -154,6 +154,13 @@ class Worker:
         if not done:
             return []
         s = self.settings
+        if self.claims.renewal_overdue(2 * s.heartbeat_interval_s):
+            self.heartbeat.beat()  # frozen meanwhile: which of these were taken over?
+        late = [m.entry_id for m, _ in done if self.claims.is_lost(m.entry_id)]
+        if late:
+            # Harmless: the work is done; the new owner's own ack will find nothing.
+            self.metrics.late_acks.inc(len(late))
+            log.warning("late acks of entries taken over", extra={"entry_ids": late})
         with self.client.pipeline(transaction=True) as pipe:
             for message, result in done:
                 pipe.set(

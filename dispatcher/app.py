@@ -14,6 +14,7 @@ from dispatcher.errors import InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.publisher import (
     PublishInterruptedError,
+    backlog,
     publish,
     publish_paced,
     result_key,
@@ -52,6 +53,15 @@ def _install_dispatch(
             raise InvalidPayloadError("Content-Type", "must be application/json", 415)
         order = parse_dispatch(decode_json(request.get_data()), settings)
         g.message_count = len(order.payloads)
+        waiting = backlog(client, settings.stream, settings.group)
+        if waiting + len(order.payloads) > settings.max_backlog:
+            metrics.messages.labels("throttled").inc(len(order.payloads))
+            body = {
+                "error": "backlog full",
+                "backlog": waiting,
+                "limit": settings.max_backlog,
+            }
+            return body, 429, RETRY_LATER
         stream, task, payloads = settings.stream, order.task, order.payloads
         if order.delay_s > 0:
             entry_ids = publish_paced(client, stream, task, payloads, order.delay_s)

@@ -25,7 +25,8 @@ class DispatcherMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages = Counter(
             "dispatcher_messages",
-            "Messages in /dispatch requests, by outcome (accepted: on the stream).",
+            "Messages in /dispatch requests by outcome: accepted (on the stream), "
+            "refused (4xx), throttled (429, backlog full), failed (Redis error).",
             ["outcome"],
             registry=registry,
         )
@@ -42,5 +43,5 @@ class DispatcherMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
-        for outcome in ("accepted", "refused", "failed"):
+        for outcome in ("accepted", "refused", "throttled", "failed"):
             self.messages.labels(outcome)

@@ -12,12 +12,15 @@ class Settings:
     redis_url: str = "redis://localhost:6379/0"
     redis_password: str | None = None
     stream: str = "tasks"
+    group: str = "workers"
     host: str = "0.0.0.0"  # all interfaces: what a container behind a Service needs
     port: int = 8000
     threads: int = 8
     max_messages: int = 100_000
     max_body_bytes: int = 16 * 1024 * 1024
     max_pacing_s: float = 60.0
+    # Refuse new work (429) while the group has this many entries still to finish.
+    max_backlog: int = 1_000_000
     socket_timeout_s: float = 5.0
     log_level: str = "INFO"
 
@@ -41,6 +44,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         redis_url=env.get("REDIS_URL", defaults.redis_url),
         redis_password=env.get("REDIS_PASSWORD") or None,
         stream=stream,
+        group=env.get("GROUP", defaults.group) or defaults.group,
         host=env.get("HOST", defaults.host),
         port=_number(env, "PORT", int, defaults.port, low=1, high=65535),
         threads=_number(env, "THREADS", int, defaults.threads, low=1, high=256),
@@ -52,6 +56,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         socket_timeout_s=_number(
             env, "SOCKET_TIMEOUT_S", float, defaults.socket_timeout_s, low=0.1
         ),
+        max_backlog=_number(env, "MAX_BACKLOG", int, defaults.max_backlog, low=1),
         log_level=log_level,
     )
 

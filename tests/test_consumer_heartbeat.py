@@ -107,3 +107,20 @@ def test_worker_woken_from_a_freeze_skips_entries_taken_over_meanwhile(
     assert [(row["message_id"], row["consumer"]) for row in pending(r)] == [
         (ids[1], "other")
     ]
+
+
+def test_worker_counts_a_late_ack_of_an_entry_taken_over_mid_task(
+    r: redis.Redis,
+) -> None:
+    def job() -> str:
+        # Frozen mid-task (no heartbeat thread here) while another consumer takes over.
+        eventually(lambda: worker.claims.renewal_overdue(0.05))
+        r.xclaim(STREAM, GROUP, "other", 0, [entry_id])
+        return "done anyway"
+
+    worker = make_worker(r, {"job": job}, claim_idle_ms=60)
+    entry_id = add_entry(r, "job")
+    worker.poll_once()
+    # Pending list: empty. The late ack removed the entry the other consumer now held.
+    assert pending(r) == []
+    assert worker.metrics.late_acks._value.get() == 1
