@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-CODE := dispatcher consumer tests scripts
+CODE := dispatcher consumer chaos tests scripts
 
 .PHONY: setup redis-server run test lint fmt bench lock clean
 

@@ -3,13 +3,13 @@ database per test, and helpers to poll for a condition with a deadline."""
 
 import os
 import shutil
-import socket
-import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
 import redis
+
+from chaos.processes import wait_for
 
 T = TypeVar("T")
 
@@ -44,24 +44,11 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def eventually(
     check: Callable[[], T], timeout_s: float = 5.0, every_s: float = 0.01
 ) -> T:
-    """Call check until it returns something truthy, or fail after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"condition not met within {timeout_s} s (last value {value!r})"
-            )
-        time.sleep(every_s)
+    """Call check until it returns something truthy; fail the test after timeout_s."""
+    try:
+        return wait_for(check, timeout_s, every_s)
+    except TimeoutError as error:
+        pytest.fail(f"condition {error}")

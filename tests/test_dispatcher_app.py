@@ -11,10 +11,11 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
+from chaos.processes import free_port
 from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from dispatcher.wsgi import connect
-from tests.conftest import eventually, free_port
+from tests.conftest import eventually
 from tests.factories import entries
 
 SEED_BODY = {"num_messages": 10, "delay": 0.1}

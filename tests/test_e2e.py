@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import redis
 
+from chaos.processes import RedisServer, Service, free_port
 from scripts.run_local import http_ok
-from tests.conftest import eventually, free_port
+from tests.conftest import eventually
 from tests.factories import DEAD, STREAM, dead_letters, drained, pending
-from tests.processes import RedisServer, Service
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -12,10 +12,10 @@ import psutil
 import pytest
 import redis
 
+from chaos.processes import ROOT, free_port
 from scripts.run_local import http_ok
-from tests.conftest import eventually, free_port, require_redis_server
+from tests.conftest import eventually, require_redis_server
 from tests.factories import drained
-from tests.processes import ROOT
 
 
 @pytest.mark.timeout(90)

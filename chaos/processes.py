@@ -1,16 +1,40 @@
-"""Real processes for end-to-end tests: the services, and a redis-server we can kill."""
+"""Real processes: the services as `python -m` children, and a redis-server to kill."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
-from tests.conftest import eventually, free_port
-
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for(
+    check: Callable[[], T], timeout_s: float = 5.0, every_s: float = 0.01
+) -> T:
+    """Call check until it returns something truthy; TimeoutError after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not met within {timeout_s} s (last value {value!r})")
+        time.sleep(every_s)
 
 
 class Service:
@@ -18,7 +42,7 @@ class Service:
 
     def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
-        self._log = log_path.open("wb")
+        self._log = log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", module],
             cwd=ROOT,
@@ -31,29 +55,36 @@ class Service:
     def pid(self) -> int:
         return self.process.pid
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
     def wait(self, timeout_s: float) -> int:
         return self.process.wait(timeout=timeout_s)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
+    def stop(self, grace_s: float = 10.0, show_log: bool = True) -> int:
+        """SIGTERM, then SIGKILL after grace_s; returns the exit code."""
+        if self.alive():
+            self.process.send_signal(signal.SIGCONT)  # a stopped process cannot exit
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
-        print(f"--- {self.log_path.name} ---\n{self.log_text()[-4000:]}")
+        if show_log:
+            print(f"--- {self.log_path.name} ---\n{self.log_text()[-4000:]}")
+        return self.process.returncode
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
 class RedisServer:
-    """A redis-server of the test's own, with AOF, that can be killed and restarted."""
+    """A private redis-server with AOF, that can be killed, paused and restarted."""
 
     def __init__(self, data_dir: Path, fsync: str = "always") -> None:
         self.port = free_port()
@@ -67,10 +98,10 @@ class RedisServer:
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--dir", str(self.data_dir), "--save", "", "--appendonly", "yes"]
         command += ["--appendfsync", self.fsync, "--logfile", "redis.log"]
+        command += ["--maxmemory-policy", "noeviction"]
         self.process = subprocess.Popen(command)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        eventually(lambda: _pings(client))
-        client.close()
+        with redis.Redis(port=self.port, socket_connect_timeout=0.2) as client:
+            wait_for(lambda: _pings(client), timeout_s=10)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final fsync."""
@@ -79,8 +110,16 @@ class RedisServer:
             self.process.wait()
             self.process = None
 
+    def pause(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
 
 
 def _pings(client: redis.Redis) -> bool:
