@@ -55,9 +55,11 @@ class Reader:
             # payload is lost to us, so say so loudly.
             log.warning("pending entries were deleted", extra={"entry_ids": deleted})
             self.metrics.deleted_pending.inc(len(deleted))
-        messages = to_messages(entries, self._deliveries([e[0] for e in entries]))
-        self.metrics.reclaimed.inc(len(messages))
-        return messages
+        return to_messages(entries, self._deliveries([e[0] for e in entries]))
+
+    def rewind(self, entry_id: str) -> None:
+        """Start the next XAUTOCLAIM at entry_id (entries handed straight back)."""
+        self._cursor = entry_id
 
     def _deliveries(self, entry_ids: list[str]) -> dict[str, int]:
         """Delivery counts of claimed entries: an XPENDING per ID, in one round trip."""

@@ -93,8 +93,16 @@ class Worker:
         return len(messages)
 
     def claim_stale(self) -> list[Message]:
-        """Stale entries now ours, minus those out of deliveries (dead-lettered)."""
-        return [m for m in self.reader.claim_stale() if not self._exhausted(m)]
+        """One stale entry, now ours (dead-lettered instead if out of deliveries).
+        XAUTOCLAIM takes up to batch_size so each call scans the pending list widely;
+        all but the first go straight back, uncounted. So a retried entry runs alone,
+        and one that crashes its worker cannot use up its batch-mates' deliveries."""
+        stale = [m for m in self.reader.claim_stale() if not self._exhausted(m)]
+        if len(stale) > 1:
+            self.reader.rewind(stale[1].entry_id)
+            self._hand_back([m.entry_id for m in stale[1:]])
+        self.metrics.reclaimed.inc(len(stale[:1]))
+        return stale[:1]
 
     def process(self, messages: list[Message]) -> None:
         """Run the batch in order; ack finished entries together, at least every
@@ -202,21 +210,26 @@ class Worker:
     def release(self, messages: list[Message]) -> None:
         """Hand unstarted entries back: claimable by any consumer at once, their
         delivery uncounted."""
-        s = self.settings
-        entry_ids = [m.entry_id for m in messages]
-        with self.claims.renewing:
-            self.claims.drop(entry_ids)
-            released = self.scripts.release(
-                s.stream, s.group, s.consumer_name, entry_ids, s.claim_idle_ms
-            )
-        self.metrics.released.inc(len(released))
-        log.info("entries released", extra={"count": len(released)})
+        released = self._hand_back([m.entry_id for m in messages])
+        self.metrics.released.inc(released)
+        log.info("entries released", extra={"count": released})
 
     def trim_when_due(self) -> None:
         now = time.monotonic()
         if now >= self._next_trim_s:
             self._next_trim_s = now + self.settings.trim_interval_ms / 1000
             trim_acknowledged(self.client, self.settings.stream)
+
+    def _hand_back(self, entry_ids: list[str]) -> int:
+        """Make entries claimable by anyone now, their last delivery uncounted."""
+        s = self.settings
+        with self.claims.renewing:
+            self.claims.drop(entry_ids)
+            return len(
+                self.scripts.release(
+                    s.stream, s.group, s.consumer_name, entry_ids, s.claim_idle_ms
+                )
+            )
 
     def _exhausted(self, message: Message) -> bool:
         """Dead-letter, unrun, an entry whose deliveries all failed or crashed."""
