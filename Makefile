@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CODE := dispatcher consumer chaos tests scripts
 
-.PHONY: setup redis-server run test lint fmt bench lock clean
+.PHONY: setup redis-server run test lint fmt chaos bench lock clean
 
 setup: $(STAMP) redis-server
 
@@ -32,6 +32,10 @@ run: setup
 
 test: lint
 	$(PY) -m pytest -q
+
+# The full fault-injection suite (a quick tier of it runs in `make test`); prints a table.
+chaos: setup
+	$(PY) -m chaos
 
 lint: setup
 	$(PY) -m ruff format --check $(CODE)

@@ -1,0 +1,63 @@
+"""`python -m chaos [--quick] [--only NAME ...]`: every scenario and control, one table.
+
+Exits 1 when a scenario fails or a broken control is not caught."""
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from chaos.checker import Report
+from chaos.runner import Scenario, run_scenario
+from chaos.scenarios import CONTROLS, SCENARIOS
+
+COLUMNS = (
+    ("scenario", 18), ("acked", 6), ("processed", 9), ("dead", 5), ("lost", 5),
+    ("unexp", 5), ("dups", 5), ("max dlv", 7), ("recovery s", 10), ("peak XLEN", 9),
+    ("peak MiB", 8), ("result", 6),
+)  # fmt: skip
+
+
+def verdict(scenario: Scenario, report: Report) -> bool:
+    """A scenario must pass; a broken control must be caught losing work."""
+    if scenario.expect_loss:
+        return report.lost > 0
+    return report.passed
+
+
+def row(scenario: Scenario, report: Report) -> str:
+    recovery = "-" if report.recovery_s is None else f"{report.recovery_s:.2f}"
+    result = "pass" if verdict(scenario, report) else "FAIL"
+    if scenario.expect_loss and result == "pass":
+        result = "caught"
+    cells = (
+        report.scenario, report.acknowledged, report.processed, report.dead_lettered,
+        report.lost, report.unexpected, report.duplicates, report.max_deliveries,
+        recovery, report.peak_xlen, f"{report.peak_memory_bytes / 2**20:.1f}", result,
+    )  # fmt: skip
+    return "  ".join(f"{c!s:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs (as in make test)"
+    )
+    parser.add_argument("--only", nargs="*", default=[], help="scenario names to run")
+    args = parser.parse_args()
+    chosen = [s for s in SCENARIOS + CONTROLS if not args.only or s.name in args.only]
+    print("  ".join(f"{name:>{width}}" for name, width in COLUMNS), flush=True)
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="chaos-") as workdir:
+        for scenario in chosen:
+            report = run_scenario(scenario, Path(workdir) / scenario.name, args.quick)
+            print(row(scenario, report), flush=True)
+            if not verdict(scenario, report):
+                failures += 1
+                print(f"    problems: {report.problems}", flush=True)
+            print(f"    notes: {report.notes}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

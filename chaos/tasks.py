@@ -1,0 +1,46 @@
+"""Tasks used only by the fault-injection harness (TASK_MODULES=chaos.tasks).
+
+Each run appends "<token> <consumer>" to a file of its own process under
+CHAOS_RECORD_DIR *before* it returns, so the checker sees effects rather than acks. The
+line goes straight to the kernel (O_APPEND), so it survives a SIGKILL of the consumer.
+"""
+
+import os
+import time
+from pathlib import Path
+
+from consumer import task
+
+
+def record_run(token: str) -> None:
+    consumer = os.environ.get("CONSUMER_NAME", "?")
+    path = Path(os.environ["CHAOS_RECORD_DIR"]) / f"{consumer}-{os.getpid()}.runs"
+    line = f"{token} {consumer}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@task(name="chaos.work")
+def work(token: str, seconds: float = 0.0) -> str:
+    """Healthy work: takes `seconds`, then records its run."""
+    if seconds:
+        time.sleep(seconds)
+    record_run(token)
+    return token
+
+
+@task(name="chaos.poison")
+def poison(token: str) -> None:
+    """Always raises: must end in the dead-letter stream after MAX_DELIVERIES runs."""
+    record_run(token)
+    raise RuntimeError("poison: this task always fails")
+
+
+@task(name="chaos.crash")
+def crash(token: str) -> None:
+    """Kills its own process, as a segfault or the OOM killer would."""
+    record_run(token)
+    os._exit(17)
