@@ -49,6 +49,17 @@ def read_runs(record_dir: Path) -> Counter[str]:
     return runs
 
 
+def run_times(record_dir: Path, prefix: str) -> list[float]:
+    """When the runs of tokens starting with `prefix` finished, in order."""
+    times = []
+    for path in record_dir.glob("*.runs"):
+        for line in path.read_text().splitlines():
+            token, _consumer, finished = line.split(" ")
+            if token.startswith(prefix):
+                times.append(float(finished))
+    return sorted(times)
+
+
 def read_dead_letters(client: redis.Redis, dead_stream: str) -> dict[str, list[int]]:
     """Token -> the `deliveries` of each of its dead letters."""
     dead: dict[str, list[int]] = {}

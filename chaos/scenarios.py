@@ -1,11 +1,12 @@
 """The fault scenarios and the broken controls. Each injects its faults while the load
 runs (`inject`) and adds its own checks after the drain (`verify`)."""
 
+import itertools
 import signal
 import threading
 import time
 
-from chaos.checker import read_dead_letters, read_runs
+from chaos.checker import read_dead_letters, read_runs, run_times
 from chaos.load import Mix, steady
 from chaos.runner import Run, Scenario
 from chaos.stack import CLAIM_IDLE_MS, DEAD, GROUP, STREAM
@@ -178,6 +179,11 @@ def each_poison_dead_once(run: Run) -> None:
     healthy_dead = [t for t in letters if t.startswith("w")]
     if healthy_dead:
         run.problem(f"healthy entries dead-lettered: {healthy_dead[:3]}")
+    healthy = run_times(run.stack.record_dir, "w")
+    gap = max((b - a for a, b in itertools.pairwise(healthy)), default=0.0)
+    run.report.notes["longest pause of healthy work s"] = round(gap, 2)
+    if gap > CLAIM_IDLE_S * 2:
+        run.problem(f"healthy work stopped for {gap:.1f} s")
 
 
 def burst(run: Run) -> None:

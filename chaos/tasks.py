@@ -1,6 +1,6 @@
 """Tasks used only by the fault-injection harness (TASK_MODULES=chaos.tasks).
 
-Each run appends "<token> <consumer>" to a file of its own process under
+Each run appends "<token> <consumer> <unix time>" to a file of its own process under
 CHAOS_RECORD_DIR *before* it returns, so the checker sees effects rather than acks. The
 line goes straight to the kernel (O_APPEND), so it survives a SIGKILL of the consumer.
 """
@@ -15,7 +15,7 @@ from consumer import task
 def record_run(token: str) -> None:
     consumer = os.environ.get("CONSUMER_NAME", "?")
     path = Path(os.environ["CHAOS_RECORD_DIR"]) / f"{consumer}-{os.getpid()}.runs"
-    line = f"{token} {consumer}\n".encode()
+    line = f"{token} {consumer} {time.time():.3f}\n".encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
