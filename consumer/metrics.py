@@ -4,6 +4,8 @@ Label values come from closed sets: outcomes below, and task names from the task
 (entries naming an unknown task are counted under "unknown").
 """
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 PROCESSING_BUCKETS_S = (
@@ -42,14 +44,15 @@ LATENCY_BUCKETS_S = (
     60,
     300,
 )
-OUTCOMES = ("acked", "retried", "dead_lettered")
+# failed: the task raised and the entry waits for a retry; dead_lettered: gave up.
+OUTCOMES = ("acked", "failed", "dead_lettered")
 
 
 class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages = Counter(
             "consumer_messages",
-            "Entries handled, by task and outcome (acked, retried, dead_lettered).",
+            "Entries handled, by task and outcome (acked, failed, dead_lettered).",
             ["task", "outcome"],
             registry=registry,
         )
@@ -88,8 +91,16 @@ class ConsumerMetrics:
             "Pending entries found deleted from the stream (trimmed or XDELed).",
             registry=registry,
         )
-        self.redis_errors = Counter(
-            "consumer_redis_errors",
-            "Times the worker loop lost Redis and waited to reconnect.",
+        self.redis_reconnects = Counter(
+            "consumer_redis_reconnects",
+            "Attempts to reach Redis again after the worker loop lost it.",
             registry=registry,
         )
+
+    def prepare(self, tasks: Iterable[str]) -> None:
+        """Create every task's series at zero, so rates and panels start at once."""
+        for task in [*tasks, "unknown"]:
+            for outcome in OUTCOMES:
+                self.messages.labels(task, outcome)
+            self.processing_seconds.labels(task)
+            self.end_to_end_seconds.labels(task)

@@ -44,6 +44,7 @@ class Worker:
         self.settings = settings
         self.tasks = tasks
         self.metrics = metrics or ConsumerMetrics(CollectorRegistry())
+        self.metrics.prepare(tasks)
         self.stopping = threading.Event()
         self.claims = Claims()
         self.scripts = ClaimScripts(client)
@@ -255,12 +256,12 @@ class Worker:
         # Left pending, unrenewed: claim_stale (here or elsewhere) returns it after
         # claim_idle_ms.
         self.claims.drop([message.entry_id])
-        self.metrics.messages.labels(task, "retried").inc()
+        self.metrics.messages.labels(task, "failed").inc()
         log.warning("task failed, will be retried", exc_info=error, extra=facts)
 
     def _wait_for_redis(self, failures: int, error: Exception) -> None:
         if failures == 1:
             log.warning("redis unavailable, retrying", extra={"error": repr(error)})
-        self.metrics.redis_errors.inc()
+        self.metrics.redis_reconnects.inc()
         cap = self.settings.reconnect_max_delay_s
         self.stopping.wait(min(cap, 0.05 * 2**failures) * random.uniform(0.5, 1.0))

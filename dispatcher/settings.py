@@ -13,6 +13,7 @@ class Settings:
     redis_password: str | None = None
     stream: str = "tasks"
     group: str = "workers"
+    dead_letter_stream: str = "tasks:dead"
     host: str = "0.0.0.0"  # all interfaces: what a container behind a Service needs
     port: int = 8000
     threads: int = 8
@@ -22,6 +23,8 @@ class Settings:
     # Refuse new work (429) while the group has this many entries still to finish.
     max_backlog: int = 1_000_000
     socket_timeout_s: float = 5.0
+    # Stream-state reads at scrape time give up after this; they never fail a scrape.
+    state_timeout_s: float = 0.5
     log_level: str = "INFO"
 
 
@@ -45,6 +48,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         redis_password=env.get("REDIS_PASSWORD") or None,
         stream=stream,
         group=env.get("GROUP", defaults.group) or defaults.group,
+        dead_letter_stream=env.get("DEAD_LETTER_STREAM") or f"{stream}:dead",
         host=env.get("HOST", defaults.host),
         port=_number(env, "PORT", int, defaults.port, low=1, high=65535),
         threads=_number(env, "THREADS", int, defaults.threads, low=1, high=256),
@@ -55,6 +59,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         max_pacing_s=_number(env, "MAX_PACING_S", float, defaults.max_pacing_s, low=0),
         socket_timeout_s=_number(
             env, "SOCKET_TIMEOUT_S", float, defaults.socket_timeout_s, low=0.1
+        ),
+        state_timeout_s=_number(
+            env, "STATE_TIMEOUT_S", float, defaults.state_timeout_s, low=0.01
         ),
         max_backlog=_number(env, "MAX_BACKLOG", int, defaults.max_backlog, low=1),
         log_level=log_level,

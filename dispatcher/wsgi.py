@@ -11,21 +11,29 @@ from redis.retry import Retry
 
 from dispatcher.app import create_app
 from dispatcher.settings import Settings, from_env
+from dispatcher.stream_state import StreamStateCollector
 
 
-def connect(settings: Settings) -> redis.Redis:
+def connect(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
     """A client that never retries on its own: a retried XADD whose reply was lost would
     write the batch twice, so a failure is answered 503 and the caller decides."""
+    timeout_s = settings.socket_timeout_s if timeout_s is None else timeout_s
     return redis.Redis.from_url(
         settings.redis_url,
         password=settings.redis_password,
         decode_responses=True,
-        socket_timeout=settings.socket_timeout_s,
-        socket_connect_timeout=settings.socket_timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
 
 
 def create() -> Flask:
     settings = from_env(os.environ)
+    state_client = connect(settings, timeout_s=settings.state_timeout_s)
+    s = settings
+    collector = StreamStateCollector(
+        state_client, s.stream, s.group, s.dead_letter_stream
+    )
+    REGISTRY.register(collector)
     return create_app(settings, connect(settings), REGISTRY)
