@@ -7,9 +7,9 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CODE := dispatcher consumer chaos tests scripts
 
-.PHONY: setup redis-server run test lint fmt chaos bench lock clean
+.PHONY: setup redis-server prometheus run test lint fmt chaos bench lock clean
 
-setup: $(STAMP) redis-server
+setup: $(STAMP) redis-server prometheus
 
 # A venv with the project (editable) and its pinned dependencies; quick when nothing changed.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -26,6 +26,12 @@ redis-server:
 	@command -v redis-server >/dev/null || { \
 	  echo "redis-server not found: installing Debian's redis-server"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends redis-server; }
+
+# Prometheus (and promtool) for the observability tests and `make run`; Debian's package.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "prometheus not found: installing Debian's prometheus"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
 
 run: setup
 	$(PY) scripts/run_local.py

@@ -2,11 +2,13 @@
 
 Runs until Ctrl-C (or SIGTERM), then stops the dispatcher, the consumers (each
 finishes the entry in hand) and Redis, in that order. Settings come from the
-environment: PORT, WORKERS, METRICS_PORT (the first consumer's; 0 turns metrics off),
+environment: PORT, WORKERS, METRICS_PORT (the first consumer's; 0 turns metrics and
+Prometheus off),
 REDIS_URL (use that Redis instead of starting one), REDIS_PORT, RUN_DIR, and whatever
 the services read themselves.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -73,6 +75,34 @@ def start_redis(run_dir: Path, port: int) -> Process:
     )  # fmt: skip
 
 
+def start_prometheus(
+    run_dir: Path, targets: dict[str, list[str]]
+) -> tuple[Process, str]:
+    """A Prometheus scraping the stack every 5 s, with the alert rules loaded."""
+    jobs = [
+        {"job_name": job, "static_configs": [{"targets": t}]}
+        for job, t in targets.items()
+    ]
+    rules = Path(__file__).resolve().parent.parent / "prometheus" / "alerts.yml"
+    config = {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": jobs,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "prometheus.yml").write_text(
+        json.dumps(config, indent=2)
+    )  # JSON is YAML
+    port = next(filter(port_is_free, range(9090, 9190)))
+    process = start(
+        ["prometheus", f"--config.file={run_dir / 'prometheus.yml'}",
+         f"--storage.tsdb.path={run_dir / 'prometheus'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        dict(os.environ),
+    )  # fmt: skip
+    return process, f"http://127.0.0.1:{port}"
+
+
 def stop(processes: list[Process]) -> None:
     """SIGTERM a stage's processes together, then wait (SIGKILL after the grace)."""
     for process in processes:
@@ -86,13 +116,22 @@ def stop(processes: list[Process]) -> None:
             process.wait()
 
 
-def banner(redis_url: str, port: int, workers: int, metrics_ports: list[int]) -> str:
+def banner(
+    redis_url: str,
+    port: int,
+    workers: int,
+    metrics_ports: list[int],
+    prometheus: str | None,
+) -> str:
     cli = "redis-cli -u " + redis_url
     metrics = ", ".join(f"http://127.0.0.1:{p}/metrics" for p in metrics_ports) or "off"
+    if prometheus is None:
+        prometheus = "not installed (apt-get install prometheus)"
     return f"""
   Redis        {redis_url}   ({cli})
   Dispatcher   http://127.0.0.1:{port}   (metrics: http://127.0.0.1:{port}/metrics)
   Consumers    {workers} processes   (metrics: {metrics})
+  Prometheus   {prometheus}
 
   Try it:
     curl -X POST http://localhost:{port}/dispatch -H "Content-Type: application/json" \\
@@ -135,10 +174,15 @@ def start_stack(
     stages.insert(
         1, [start(consumer, {**env, "METRICS_PORT": str(p)}) for p in metrics_ports]
     )
-    print(
-        banner(env["REDIS_URL"], port, workers, [p for p in metrics_ports if p]),
-        flush=True,
-    )
+    prometheus_url = None
+    if shutil.which("prometheus") and base:
+        targets = {"dispatcher": [f"127.0.0.1:{port}"]}
+        targets["consumer"] = [f"127.0.0.1:{p}" for p in metrics_ports]
+        run_dir = Path(env.get("RUN_DIR", ".run")).resolve()
+        prometheus, prometheus_url = start_prometheus(run_dir, targets)
+        stages.insert(2, [prometheus])
+    served = [p for p in metrics_ports if p]
+    print(banner(env["REDIS_URL"], port, workers, served, prometheus_url), flush=True)
 
 
 def main() -> int:

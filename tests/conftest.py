@@ -14,15 +14,20 @@ from chaos.processes import wait_for
 T = TypeVar("T")
 
 
-def require_redis_server() -> None:
-    """Skip without redis-server locally; fail under CI, where skipping would hide
-    tests."""
-    if shutil.which("redis-server"):
-        return
-    message = "redis-server is not on PATH (make setup installs it with apt)"
+def require_tool(tool: str, package: str) -> str:
+    """The tool's path. Without it: skip locally, but fail under CI, where a skip would
+    hide the tests that need it."""
+    path = shutil.which(tool)
+    if path:
+        return path
+    message = f"{tool} is not on PATH (make setup installs Debian's {package} with apt)"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def require_redis_server() -> None:
+    require_tool("redis-server", "redis-server")
 
 
 @pytest.fixture(scope="session")

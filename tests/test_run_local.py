@@ -1,7 +1,10 @@
-"""`make run`'s script: Redis (AOF), the dispatcher and consumers; Ctrl-C stops all."""
+"""`make run`'s script: Redis (AOF), the dispatcher, consumers and, when installed,
+Prometheus scraping them; Ctrl-C stops all of it."""
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,9 +26,10 @@ def test_run_local_serves_the_seed_request_and_stops_cleanly_on_ctrl_c(
     tmp_path: Path,
 ) -> None:
     require_redis_server()
-    port, redis_port = free_port(), free_port()
+    port, redis_port, metrics_port = free_port(), free_port(), free_port()
     env = {**os.environ, "PORT": str(port), "REDIS_PORT": str(redis_port)}
-    env |= {"RUN_DIR": str(tmp_path / "run"), "WORKERS": "2", "METRICS_PORT": "0"}
+    env |= {"RUN_DIR": str(tmp_path / "run"), "WORKERS": "2"}
+    env |= {"METRICS_PORT": str(metrics_port)}
     env.pop("REDIS_URL", None)
     command = [sys.executable, "scripts/run_local.py"]
     output_path = tmp_path / "run.out"
@@ -36,7 +40,7 @@ def test_run_local_serves_the_seed_request_and_stops_cleanly_on_ctrl_c(
         ) as runner,
     ):
         try:
-            drive(runner, port, redis_port, tmp_path)
+            drive(runner, port, redis_port, output_path)
         finally:
             if runner.poll() is None:
                 runner.kill()
@@ -44,15 +48,17 @@ def test_run_local_serves_the_seed_request_and_stops_cleanly_on_ctrl_c(
     print(output[-5000:])
     assert "curl -X POST http://localhost:" in output
     assert "XPENDING tasks workers" in output
+    assert (tmp_path / "run" / "redis" / "appendonlydir").is_dir()
 
 
 def drive(
-    runner: subprocess.Popen[bytes], port: int, redis_port: int, tmp_path: Path
+    runner: subprocess.Popen[bytes], port: int, redis_port: int, output: Path
 ) -> None:
     eventually(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout_s=30)
-    # redis-server, gunicorn's master and worker, two consumers
+    # redis-server, gunicorn's master and worker, two consumers, and Prometheus
+    expected = 6 if shutil.which("prometheus") else 5
     stack = psutil.Process(runner.pid)
-    children = eventually(lambda: whole_stack(stack))
+    children = eventually(lambda: whole_stack(stack, expected))
     body = json.dumps({"num_messages": 10, "delay": 0.1}).encode()
     request = urllib.request.Request(
         f"http://localhost:{port}/dispatch",
@@ -64,7 +70,9 @@ def drive(
     with redis.Redis(port=redis_port, decode_responses=True) as client:
         eventually(lambda: drained(client, 10), 20)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
-    assert (tmp_path / "run" / "redis" / "appendonlydir").is_dir()
+    if shutil.which("prometheus"):
+        url = eventually(lambda: prometheus_url(output))
+        eventually(lambda: targets_up(url) == 3, timeout_s=30)
     runner.send_signal(signal.SIGINT)  # what Ctrl-C does
     assert runner.wait(timeout=60) == 0
     assert not any(
@@ -72,6 +80,20 @@ def drive(
     )
 
 
-def whole_stack(stack: psutil.Process) -> list[psutil.Process]:
+def whole_stack(stack: psutil.Process, expected: int) -> list[psutil.Process]:
     children = stack.children(recursive=True)
-    return children if len(children) >= 5 else []
+    return children if len(children) >= expected else []
+
+
+def prometheus_url(output: Path) -> str:
+    found = re.search(r"Prometheus +(http://\S+)", output.read_text())
+    return found.group(1) if found else ""
+
+
+def targets_up(prometheus: str) -> int:
+    """How many scrape targets (dispatcher, two consumers) Prometheus sees up."""
+    with urllib.request.urlopen(
+        f"{prometheus}/api/v1/query?query=up", timeout=5
+    ) as answer:
+        result = json.loads(answer.read())["data"]["result"]
+    return sum(1 for sample in result if sample["value"][1] == "1")
