@@ -8,10 +8,11 @@ import sys
 from types import FrameType
 
 import redis
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from consumer import health
 from consumer.errors import ConsumerError
 from consumer.logs import configure_logging
 from consumer.metrics import ConsumerMetrics
@@ -53,7 +54,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        health.serve(
+            settings.metrics_port,
+            REGISTRY,
+            lambda: worker.progress_s,
+            settings.stuck_after_s,
+        )
     log.info(
         "consumer started",
         extra={

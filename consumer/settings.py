@@ -38,6 +38,12 @@ class Settings:
     log_level: str = "INFO"
 
     @property
+    def stuck_after_s(self) -> float:
+        """No progress for this long means the loop is stuck (liveness fails): a task
+        may run task_timeout_s, a read may block block_ms, plus a margin."""
+        return self.task_timeout_s + self.block_ms / 1000 + 30
+
+    @property
     def heartbeat_interval_s(self) -> float:
         """Renew held claims three times per claim_idle_ms, so one late beat is
         harmless."""

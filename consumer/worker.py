@@ -50,6 +50,8 @@ class Worker:
         self.scripts = ClaimScripts(client)
         self.reader = Reader(client, settings, self.metrics)
         self.heartbeat = Heartbeat(self.scripts, settings, self.claims)
+        # When the loop last moved on (monotonic): read by the liveness probe.
+        self.progress_s = time.monotonic()
         self._next_trim_s = 0.0
 
     def ensure_group(self) -> None:
@@ -68,6 +70,7 @@ class Worker:
         failures, group_ready = 0, False
         with self.heartbeat:
             while not self.stopping.is_set():
+                self.progress_s = time.monotonic()
                 try:
                     if not group_ready:
                         self.ensure_group()
@@ -113,6 +116,7 @@ class Worker:
         flushed_s = time.monotonic()
         try:
             for index, message in enumerate(messages):
+                self.progress_s = time.monotonic()
                 if self.stopping.is_set():
                     self.release(messages[index:])
                     break

@@ -189,3 +189,9 @@ def test_metrics_pass_promtool_check_metrics(observed: Observed, which: str) -> 
     assert done.returncode == 0 and not done.stdout and not done.stderr, (
         done.stdout + done.stderr
     )
+
+
+def test_consumers_answer_their_liveness_probe(observed: Observed) -> None:
+    for url in observed.consumer_metrics:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+            assert json.loads(response.read())["status"] == "ok"
