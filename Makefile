@@ -4,12 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov pins a large dependency tree of its own: it lives in a venv apart.
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+IMAGE_TAG ?= dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CODE := dispatcher consumer chaos tests scripts
 
-.PHONY: setup redis-server prometheus run test lint fmt chaos bench lock clean
+.PHONY: setup redis-server prometheus run test lint fmt chaos bench images lock clean
 
-setup: $(STAMP) redis-server prometheus
+setup: $(STAMP) $(TOOLS_STAMP) redis-server prometheus
 
 # A venv with the project (editable) and its pinned dependencies; quick when nothing changed.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -20,6 +24,12 @@ $(STAMP): pyproject.toml requirements-dev.lock
 	$(PY) -m pip install -q -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
+
+$(TOOLS_STAMP): tools/checkov.lock
+	@$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q --upgrade pip
+	$(TOOLS)/bin/python -m pip install -q -r tools/checkov.lock
+	@touch $(TOOLS_STAMP)
 
 # Tests and `make run` start their own redis-server; install Debian's when it is missing.
 redis-server:
@@ -43,6 +53,13 @@ test: lint
 chaos: setup
 	$(PY) -m chaos
 
+# Both images, where a Docker engine runs (there is none on the development machines:
+# there, `make test` lints the Dockerfiles with hadolint instead).
+images:
+	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine answers (docker info failed)"; exit 1; }
+	docker build -f dispatcher/Dockerfile -t stream-pipeline-dispatcher:$(IMAGE_TAG) .
+	docker build -f consumer/Dockerfile -t stream-pipeline-consumer:$(IMAGE_TAG) .
+
 lint: setup
 	$(PY) -m ruff format --check $(CODE)
 	$(PY) -m ruff check $(CODE)
@@ -57,6 +74,7 @@ lock: setup
 	$(PY) -m pip install -q pip-tools
 	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
+	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o tools/checkov.lock tools/checkov.in
 
 clean:
-	rm -rf $(VENV) .run .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .run .mypy_cache .ruff_cache

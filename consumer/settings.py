@@ -56,7 +56,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
     stream = _text(env, "STREAM", d.stream)
     settings = Settings(
         redis_url=_text(env, "REDIS_URL", d.redis_url),
-        redis_password=env.get("REDIS_PASSWORD") or None,
+        redis_password=_secret(env, "REDIS_PASSWORD"),
         stream=stream,
         group=_text(env, "GROUP", d.group),
         dead_letter_stream=_text(env, "DEAD_LETTER_STREAM", f"{stream}:dead"),
@@ -128,3 +128,17 @@ def _number(
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
     return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret from NAME, or from the file named by NAME_FILE (a mounted Secret)."""
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return env.get(name) or None
+    try:
+        with open(path, encoding="utf-8") as secret:
+            return secret.read().strip() or None
+    except OSError as error:
+        raise SettingsError(
+            f"{name}_FILE: cannot read {path!r}: {error.strerror}"
+        ) from None

@@ -45,7 +45,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         )
     return Settings(
         redis_url=env.get("REDIS_URL", defaults.redis_url),
-        redis_password=env.get("REDIS_PASSWORD") or None,
+        redis_password=_secret(env, "REDIS_PASSWORD"),
         stream=stream,
         group=env.get("GROUP", defaults.group) or defaults.group,
         dead_letter_stream=env.get("DEAD_LETTER_STREAM") or f"{stream}:dead",
@@ -86,3 +86,17 @@ def _number(
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
     return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret from NAME, or from the file named by NAME_FILE (a mounted Secret)."""
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return env.get(name) or None
+    try:
+        with open(path, encoding="utf-8") as secret:
+            return secret.read().strip() or None
+    except OSError as error:
+        raise SettingsError(
+            f"{name}_FILE: cannot read {path!r}: {error.strerror}"
+        ) from None

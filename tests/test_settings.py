@@ -1,5 +1,8 @@
 """Both services' settings: defaults, environment names, bad values named at start."""
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from consumer import errors as consumer_errors
@@ -86,3 +89,16 @@ def test_dispatcher_settings_refuse_bad_values_naming_the_variable(
 ) -> None:
     with pytest.raises(dispatcher_errors.SettingsError, match=named):
         dispatcher_settings.from_env(env)
+
+
+@pytest.mark.parametrize("service", [consumer_settings, dispatcher_settings])
+def test_settings_read_the_redis_password_from_a_mounted_file(
+    service: Any, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    env = {"REDIS_PASSWORD": "ignored", "REDIS_PASSWORD_FILE": str(secret)}
+    assert service.from_env(env).redis_password == "s3cret"
+    errors = (consumer_errors.SettingsError, dispatcher_errors.SettingsError)
+    with pytest.raises(errors, match="REDIS_PASSWORD_FILE: cannot read"):
+        service.from_env({"REDIS_PASSWORD_FILE": str(tmp_path / "missing")})

@@ -1,0 +1,322 @@
+"""The Kubernetes manifests and Dockerfiles, validated offline: schemas, the custom
+resources' fields, cross-checks against the code, the restricted profile, linters."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import kubernetes_validate
+import pytest
+import yaml
+
+from chaos.processes import ROOT
+from dispatcher.app import create_app
+from dispatcher.settings import Settings as DispatcherSettings
+from tests.k8s_manifests import (
+    K8S,
+    Doc,
+    container,
+    dashboard_json,
+    find,
+    load,
+    workloads,
+)
+
+DOCS = load()
+BUILT_IN = {"Namespace", "ConfigMap", "Service", "Deployment", "StatefulSet",
+            "PodDisruptionBudget", "NetworkPolicy",
+            "HorizontalPodAutoscaler"}  # fmt: skip
+SERVICES = {"dispatcher": "dispatcher/settings.py", "consumer": "consumer/settings.py"}
+
+
+def env_names_read(settings_file: str) -> set[str]:
+    """The environment variables a service's from_env reads."""
+    source = (ROOT / settings_file).read_text()
+    names = set(
+        re.findall(r'(?:env\.get|_number|_text)\(\s*(?:env,\s*)?"([A-Z_]+)"', source)
+    )
+    names |= {f"{n}_FILE" for n in re.findall(r'_secret\(env, "([A-Z_]+)"\)', source)}
+    return names | set(re.findall(r'_secret\(env, "([A-Z_]+)"\)', source))
+
+
+def config_values() -> dict[str, str]:
+    data: dict[str, str] = find(DOCS, "ConfigMap", "pipeline-config")["data"]
+    return data
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [d for d in DOCS + load(K8S / "hpa") if d["kind"] in BUILT_IN],
+    ids=lambda d: f"{d['kind']}/{d['metadata']['name']}",
+)
+def test_built_in_kinds_pass_the_kubernetes_schema_strictly(doc: Doc) -> None:
+    kubernetes_validate.validate(doc, "1.31", strict=True)
+
+
+def test_kustomization_renders_every_file_in_k8s() -> None:
+    listed = {path.name for path in K8S.rglob("*.yaml")} - {"kustomization.yaml"}
+    listed -= {".checkov.yaml", "hpa.yaml"}
+    rendered_files = yaml.safe_load((K8S / "kustomization.yaml").read_text())[
+        "resources"
+    ]
+    rendered_files += yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())[
+        "resources"
+    ]
+    assert listed == set(rendered_files) - {"base"}
+
+
+def test_kubectl_kustomize_renders_what_the_tests_check() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the render check runs where it exists")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    names = {
+        (d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered.stdout)
+    }
+    assert names == {(d["kind"], d["metadata"]["name"]) for d in DOCS}
+
+
+def test_scaled_object_scales_the_consumers_on_the_group_lag() -> None:
+    scaled = find(DOCS, "ScaledObject", "consumer")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "consumer"
+    find(DOCS, "Deployment", scaled["scaleTargetRef"]["name"])
+    assert 1 <= scaled["minReplicaCount"] < scaled["maxReplicaCount"]
+    [trigger] = scaled["triggers"]
+    assert trigger["type"] == "redis-streams"
+    meta = trigger["metadata"]
+    assert meta["address"].startswith("redis-svc.")
+    assert (meta["stream"], meta["consumerGroup"]) == (
+        config_values()["STREAM"],
+        config_values()["GROUP"],
+    )
+    assert int(meta["lagCount"]) > 0
+    auth = find(DOCS, "TriggerAuthentication", trigger["authenticationRef"]["name"])[
+        "spec"
+    ]
+    assert auth["secretTargetRef"] == [
+        {"parameter": "password", "name": "redis-auth", "key": "password"}
+    ]
+
+
+def test_monitors_select_the_ports_that_serve_metrics() -> None:
+    service_monitor = find(DOCS, "ServiceMonitor", "dispatcher")["spec"]
+    service = find(DOCS, "Service", "dispatcher")
+    assert (
+        service_monitor["selector"]["matchLabels"].items()
+        <= service["metadata"]["labels"].items()
+    )
+    [endpoint] = service_monitor["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    pod_monitor = find(DOCS, "PodMonitor", "consumer")["spec"]
+    pod_labels = find(DOCS, "Deployment", "consumer")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert pod_monitor["selector"]["matchLabels"].items() <= pod_labels.items()
+    [pod_endpoint] = pod_monitor["podMetricsEndpoints"]
+    ports = {p["name"] for p in container(DOCS, "Deployment", "consumer")["ports"]}
+    assert pod_endpoint["port"] in ports
+
+
+def test_prometheus_rule_and_dashboard_config_map_match_their_sources() -> None:
+    rule = find(DOCS, "PrometheusRule", "stream-pipeline")["spec"]
+    assert rule == yaml.safe_load((ROOT / "prometheus" / "alerts.yml").read_text())
+    board = find(DOCS, "ConfigMap", "pipeline-dashboard")
+    assert board["metadata"]["labels"] == {"grafana_dashboard": "1"}
+    assert json.loads(board["data"]["pipeline.json"]) == dashboard_json()
+
+
+@pytest.mark.parametrize("name", ["dispatcher", "consumer"])
+def test_every_env_var_set_is_read_by_the_code_and_the_config_keys_exist(
+    name: str,
+) -> None:
+    read = env_names_read(SERVICES[name])
+    for variable in container(DOCS, "Deployment", name)["env"]:
+        assert variable["name"] in read, (
+            f"{name} sets {variable['name']}, which it never reads"
+        )
+        ref = variable.get("valueFrom", {}).get("configMapKeyRef")
+        if ref:
+            assert ref["key"] in config_values(), ref
+
+
+def test_every_shared_setting_is_used_and_what_the_code_needs_is_set() -> None:
+    used = {
+        v["valueFrom"]["configMapKeyRef"]["key"]
+        for name in SERVICES
+        for v in container(DOCS, "Deployment", name)["env"]
+        if "configMapKeyRef" in v.get("valueFrom", {})
+    }
+    assert used == set(config_values())
+    consumer_env = {
+        v["name"]: v for v in container(DOCS, "Deployment", "consumer")["env"]
+    }
+    assert (
+        consumer_env["CONSUMER_NAME"]["valueFrom"]["fieldRef"]["fieldPath"]
+        == "metadata.name"
+    )
+    for name in SERVICES:
+        env = {v["name"] for v in container(DOCS, "Deployment", name)["env"]}
+        assert {"REDIS_URL", "REDIS_PASSWORD_FILE", "STREAM", "GROUP"} <= env
+
+
+def test_dispatcher_ports_and_probe_paths_match_the_app() -> None:
+    spec = container(DOCS, "Deployment", "dispatcher")
+    app = create_app(DispatcherSettings(), fakeredis.FakeRedis(decode_responses=True))
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+    assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert spec["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {"/readyz", "/healthz", "/metrics", "/dispatch"} <= routes
+    env = {v["name"]: v.get("value") for v in spec["env"]}
+    [port] = spec["ports"]
+    assert int(env["PORT"]) == port["containerPort"] == 8000
+    service = find(DOCS, "Service", "dispatcher")["spec"]["ports"][0]
+    assert (service["port"], service["targetPort"]) == (8000, port["name"])
+
+
+def test_consumer_grace_period_outlasts_the_task_in_hand_and_the_read() -> None:
+    pod = find(DOCS, "Deployment", "consumer")["spec"]["template"]["spec"]
+    bound_s = (
+        int(config_values()["TASK_TIMEOUT_S"]) + int(config_values()["BLOCK_MS"]) / 1000
+    )
+    assert pod["terminationGracePeriodSeconds"] > bound_s
+    probe = container(DOCS, "Deployment", "consumer")["livenessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/healthz", "metrics")
+
+
+def test_dispatcher_grace_period_outlasts_gunicorns_graceful_timeout() -> None:
+    pod = find(DOCS, "Deployment", "dispatcher")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > DispatcherSettings().max_pacing_s + 5
+
+
+@pytest.mark.parametrize(
+    "workload", workloads(DOCS), ids=lambda d: d["metadata"]["name"]
+)
+def test_every_pod_meets_the_restricted_profile(workload: Doc) -> None:
+    pod = workload["spec"]["template"]["spec"]
+    assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    for volume in pod.get("volumes", []):
+        assert set(volume) - {"name"} <= {
+            "configMap",
+            "secret",
+            "emptyDir",
+            "persistentVolumeClaim",
+        }
+    for spec in pod["containers"]:
+        context = spec["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert not context.get("privileged")
+        assert (
+            spec["resources"]["requests"]["cpu"]
+            and spec["resources"]["limits"]["memory"]
+        )
+        assert spec["readinessProbe"] and spec["livenessProbe"]
+
+
+def test_namespace_enforces_the_restricted_profile() -> None:
+    labels = find(DOCS, "Namespace", "stream-pipeline")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_redis_persists_every_write_never_evicts_and_needs_a_password() -> None:
+    conf = find(DOCS, "ConfigMap", "redis-config")["data"]["redis.conf"].splitlines()
+    assert {
+        "appendonly yes",
+        "appendfsync always",
+        "maxmemory-policy noeviction",
+    } <= set(conf)
+    assert "include /etc/redis-auth/redis-auth.conf" in conf
+    assert "dir /data" in conf
+    redis = find(DOCS, "StatefulSet", "redis")["spec"]
+    mounts = {
+        m["name"]: m["mountPath"]
+        for m in redis["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
+    assert mounts["data"] == "/data"
+    assert redis["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    service = find(DOCS, "Service", "redis-svc")["spec"]
+    assert (service["type"], service["ports"][0]["port"]) == ("ClusterIP", 6379)
+    assert config_values()["REDIS_URL"] == "redis://redis-svc:6379/0"
+
+
+def test_only_the_services_and_keda_reach_redis() -> None:
+    policy = find(DOCS, "NetworkPolicy", "redis-ingress")["spec"]
+    [rule] = policy["ingress"]
+    [pods, namespace] = rule["from"]
+    assert pods["podSelector"]["matchExpressions"][0]["values"] == [
+        "dispatcher",
+        "consumer",
+    ]
+    assert namespace["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "keda"
+    }
+    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    dispatcher = find(DOCS, "NetworkPolicy", "dispatcher-ingress")["spec"]["ingress"]
+    assert dispatcher == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
+
+
+def test_no_secret_is_committed_and_no_config_map_holds_one() -> None:
+    assert not [d for d in DOCS if d["kind"] == "Secret"]
+    for doc in DOCS:
+        if (
+            doc["kind"] == "ConfigMap"
+            and doc["metadata"]["name"] != "pipeline-dashboard"
+        ):
+            text = json.dumps(doc["data"]).lower()
+            assert not re.search(r"(password|token|secret)[\"]?\s*[:=]", text), doc[
+                "metadata"
+            ]["name"]
+            assert "requirepass" not in text.replace("requirepass ...", "")
+
+
+def test_checkov_finds_nothing_beyond_the_justified_skips(tmp_path: Path) -> None:
+    checkov = ROOT / ".venv-tools" / "bin" / "checkov"
+    if not checkov.exists():
+        pytest.fail("checkov is missing: run `make setup` (it builds .venv-tools)")
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(DOCS))
+    done = subprocess.run(
+        [str(checkov), "-f", str(rendered), "--config-file", str(K8S / ".checkov.yaml"),
+         "--output", "json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    report: Any = json.loads(done.stdout)
+    summary = report["summary"] if isinstance(report, dict) else report[0]["summary"]
+    assert summary["failed"] == 0, done.stdout[-3000:]
+    assert summary["passed"] > 100
+
+
+@pytest.mark.parametrize("service", ["dispatcher", "consumer"])
+def test_dockerfile_passes_hadolint_and_builds_a_lean_non_root_image(
+    service: str,
+) -> None:
+    dockerfile = ROOT / service / "Dockerfile"
+    hadolint = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
+    done = subprocess.run([hadolint, str(dockerfile)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = dockerfile.read_text()
+    stages = re.findall(r"^FROM (\S+)", text, re.M)
+    assert len(stages) == 2 and len(set(stages)) == 1  # multi-stage, one pinned base
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", stages[0])
+    final = text.split("\nFROM ", 2)[-1]
+    assert "USER 10001:10001" in final and "PYTHONUNBUFFERED=1" in final
+    assert f'ENTRYPOINT ["python", "-m", "{service}"]' in final
+    assert "pip install" not in final and "apt-get" not in final
+
+
+def test_dockerignore_keeps_the_context_to_what_the_images_copy() -> None:
+    lines = (ROOT / ".dockerignore").read_text().split()
+    assert lines[lines.index("**")] == "**"
+    assert {"!requirements.lock", "!dispatcher/", "!consumer/"} <= set(lines)
