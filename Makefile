@@ -9,7 +9,7 @@ TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 IMAGE_TAG ?= dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-CODE := dispatcher consumer chaos tests scripts
+CODE := dispatcher consumer chaos bench tests scripts
 
 .PHONY: setup redis-server prometheus run test lint fmt chaos bench images lock clean
 

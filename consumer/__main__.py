@@ -30,6 +30,7 @@ def connect(settings: Settings) -> redis.Redis:
         settings.redis_url,
         password=settings.redis_password,
         decode_responses=True,
+        client_name=settings.consumer_name,  # CLIENT LIST shows the pod or host and pid
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=min(settings.socket_timeout_s, 5.0),
         retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=3),

@@ -97,8 +97,7 @@ class Claims:
     def renewal_overdue(self, limit_s: float) -> bool:
         """True when the claims went unrenewed for limit_s: the process was frozen or
         the heartbeat stalled, and another consumer may have taken some over."""
-        with self._lock:
-            return time.monotonic() - self._renewed_s > limit_s
+        return time.monotonic() - self._renewed_s > limit_s  # reading a float is atomic
 
     def lose(self, entry_ids: Iterable[str]) -> None:
         """Mark IDs another consumer has taken over; the worker skips them if not
@@ -107,6 +106,8 @@ class Claims:
             self._lost.update(i for i in entry_ids if i in self._started)
 
     def is_lost(self, entry_id: str) -> bool:
+        if not self._lost:
+            return False  # the usual case, checked per entry: no lock needed to see it
         with self._lock:
             return entry_id in self._lost
 

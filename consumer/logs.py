@@ -10,9 +10,10 @@ def configure_logging(level: str, consumer_name: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
+            "{levelname}{name}{message}",
             style="{",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            timestamp="time",  # ISO 8601, UTC, to the microsecond
+            rename_fields={"levelname": "level", "name": "logger"},
             static_fields={"service": "consumer", "consumer": consumer_name},
         )
     )

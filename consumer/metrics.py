@@ -5,8 +5,11 @@ Label values come from closed sets: outcomes below, and task names from the task
 """
 
 from collections.abc import Iterable
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
+
+from consumer.histograms import TaskHistograms
 
 PROCESSING_BUCKETS_S = (
     0.0005,
@@ -56,20 +59,18 @@ class ConsumerMetrics:
             ["task", "outcome"],
             registry=registry,
         )
-        self.processing_seconds = Histogram(
+        self.processing_seconds = TaskHistograms(
             "consumer_processing_seconds",
             "Time a task ran, by task.",
-            ["task"],
-            buckets=PROCESSING_BUCKETS_S,
-            registry=registry,
+            PROCESSING_BUCKETS_S,
         )
-        self.end_to_end_seconds = Histogram(
+        self.end_to_end_seconds = TaskHistograms(
             "consumer_end_to_end_seconds",
             "Time from enqueue (the entry ID) to acknowledgement, by task.",
-            ["task"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+            LATENCY_BUCKETS_S,
         )
+        registry.register(self.processing_seconds)
+        registry.register(self.end_to_end_seconds)
         self.reclaimed = Counter(
             "consumer_reclaimed_entries",
             "Entries this consumer took over from idle claims (XAUTOCLAIM).",
@@ -97,10 +98,25 @@ class ConsumerMetrics:
             registry=registry,
         )
 
+        # labels() takes a lock and a lookup: the hot path uses cached children.
+        self._counts: dict[tuple[str, str], Any] = {}
+
     def prepare(self, tasks: Iterable[str]) -> None:
         """Create every task's series at zero, so rates and panels start at once."""
         for task in [*tasks, "unknown"]:
             for outcome in OUTCOMES:
-                self.messages.labels(task, outcome)
-            self.processing_seconds.labels(task)
-            self.end_to_end_seconds.labels(task)
+                self._counts[task, outcome] = self.messages.labels(task, outcome)
+            self.processing_seconds.prepare([task])
+            self.end_to_end_seconds.prepare([task])
+
+    def count(self, task: str, outcome: str, entries: int = 1) -> None:
+        child = self._counts.get((task, outcome))
+        if child is None:
+            child = self._counts[task, outcome] = self.messages.labels(task, outcome)
+        child.inc(entries)
+
+    def processing(self, task: str, seconds: float) -> None:
+        self.processing_seconds.observe(task, seconds)
+
+    def end_to_end(self, task: str, seconds: float) -> None:
+        self.end_to_end_seconds.observe(task, seconds)

@@ -60,13 +60,38 @@ def bind_task(
     if function is None:
         raise InvalidMessageError(f"unknown task {message.task!r}")
     payload = decode_payload(message)
-    try:
-        inspect.signature(function).bind(**payload)
-    except TypeError as error:
+    required, accepted = parameters(function)
+    missing = required - payload.keys()
+    unexpected = payload.keys() - accepted if accepted is not None else set()
+    if missing or unexpected:
+        problems = [f"missing {sorted(missing)}"] if missing else []
+        problems += [f"unexpected {sorted(unexpected)}"] if unexpected else []
+        reason = ", ".join(problems)
         raise InvalidMessageError(
-            f"payload does not fit task {message.task!r}: {error}"
-        ) from None
+            f"payload does not fit task {message.task!r}: {reason}"
+        )
     return functools.partial(function, **payload)
+
+
+@functools.cache
+def parameters(
+    function: Callable[..., Any],
+) -> tuple[frozenset[str], frozenset[str] | None]:
+    """The keyword arguments a function requires, and those it accepts (None: any, it
+    takes **kwargs). Read once per function: inspect.signature is slow per message."""
+    kinds = inspect.Parameter
+    names, required, any_name = set(), set(), False
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind is kinds.VAR_KEYWORD:
+            any_name = True
+        elif parameter.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY):
+            names.add(parameter.name)
+        if parameter.default is kinds.empty and parameter.kind not in (
+            kinds.VAR_KEYWORD,
+            kinds.VAR_POSITIONAL,
+        ):
+            required.add(parameter.name)  # a positional-only one can never be given
+    return frozenset(required), None if any_name else frozenset(names)
 
 
 @task

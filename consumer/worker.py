@@ -5,16 +5,18 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry
+from redis.typing import EncodableT, FieldT
 
 from consumer.claims import Claims, ClaimScripts
 from consumer.errors import GroupMissingError, InvalidMessageError
 from consumer.heartbeat import Heartbeat
-from consumer.message import Message, encode_result
+from consumer.message import Message, encode_result, results_key
 from consumer.metrics import ConsumerMetrics
 from consumer.reader import Reader
 from consumer.settings import Settings
@@ -27,9 +29,23 @@ log = logging.getLogger(__name__)
 RECOVERABLE = (redis.ConnectionError, redis.TimeoutError, GroupMissingError)
 
 
-def result_key(stream: str, entry_id: str) -> str:
-    """Where a task's result lives (the dispatcher reads the same key)."""
-    return f"{stream}:result:{entry_id}"
+def store_and_ack(
+    client: redis.Redis, settings: Settings, done: list[tuple[Message, str]]
+) -> None:
+    """Results into their hourly hashes and XACK of their entries, in one MULTI/EXEC: a
+    result exists exactly when its entry is acknowledged. Three commands a batch."""
+    fields: dict[str, dict[FieldT, EncodableT]] = {}
+    for message, result in done:
+        key = results_key(settings.stream, message.entry_id)
+        fields.setdefault(key, {})[message.entry_id] = result
+    with client.pipeline(transaction=True) as pipe:
+        for key, mapping in fields.items():
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(
+                key, settings.result_ttl_s
+            )  # results live that long after the last
+        pipe.xack(settings.stream, settings.group, *(m.entry_id for m, _ in done))
+        pipe.execute()
 
 
 class Worker:
@@ -151,9 +167,7 @@ class Worker:
             self._failed(message, error)
             return None
         finally:
-            self.metrics.processing_seconds.labels(task).observe(
-                time.perf_counter() - started
-            )
+            self.metrics.processing(task, time.perf_counter() - started)
         try:
             return encode_result(value)
         except InvalidMessageError as error:
@@ -174,20 +188,16 @@ class Worker:
             # Harmless: the work is done; the new owner's own ack will find nothing.
             self.metrics.late_acks.inc(len(late))
             log.warning("late acks of entries taken over", extra={"entry_ids": late})
-        with self.client.pipeline(transaction=True) as pipe:
-            for message, result in done:
-                pipe.set(
-                    result_key(s.stream, message.entry_id), result, ex=s.result_ttl_s
-                )
-            pipe.xack(s.stream, s.group, *(message.entry_id for message, _ in done))
-            pipe.execute()
+        store_and_ack(self.client, s, done)
         now = time.time()
+        for task, acked in Counter(message.task for message, _ in done).items():
+            self.metrics.count(task, "acked", acked)
         for message, _ in done:
-            self.metrics.messages.labels(message.task, "acked").inc()
-            self.metrics.end_to_end_seconds.labels(message.task).observe(
-                now - message.enqueued_s
+            self.metrics.end_to_end(message.task, now - message.enqueued_s)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "messages acked", extra={"entry_ids": [m.entry_id for m, _ in done]}
             )
-            log.debug("message acked", extra={"entry_id": message.entry_id})
         return []
 
     def dead_letter(
@@ -207,7 +217,7 @@ class Worker:
         streams = (s.stream, s.dead_letter_stream)
         if self.scripts.dead_letter(streams, s.group, message.entry_id, fields):
             task = message.task if message.task in self.tasks else "unknown"
-            self.metrics.messages.labels(task, "dead_lettered").inc()
+            self.metrics.count(task, "dead_lettered")
             log.error(
                 "message dead-lettered", extra={"entry_id": message.entry_id, **fields}
             )
@@ -260,7 +270,7 @@ class Worker:
         # Left pending, unrenewed: claim_stale (here or elsewhere) returns it after
         # claim_idle_ms.
         self.claims.drop([message.entry_id])
-        self.metrics.messages.labels(task, "failed").inc()
+        self.metrics.count(task, "failed")
         log.warning("task failed, will be retried", exc_info=error, extra=facts)
 
     def _wait_for_redis(self, failures: int, error: Exception) -> None:

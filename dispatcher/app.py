@@ -17,7 +17,7 @@ from dispatcher.publisher import (
     backlog,
     publish,
     publish_paced,
-    result_key,
+    results_key,
 )
 from dispatcher.settings import Settings
 from dispatcher.validation import check_entry_id, decode_json, parse_dispatch
@@ -29,15 +29,19 @@ RETRY_LATER = {"Retry-After": "1"}
 
 
 def create_app(
-    settings: Settings, client: redis.Redis, registry: CollectorRegistry | None = None
+    settings: Settings,
+    client: redis.Redis,
+    registry: CollectorRegistry | None = None,
+    served: CollectorRegistry | None = None,
 ) -> Flask:
-    """The Flask app: /dispatch, /results/<entry_id>, /healthz, /readyz, /metrics."""
+    """The Flask app: /dispatch, /results/<entry_id>, /healthz, /readyz, /metrics.
+    Metrics are created on `registry`; /metrics serves `served` (default: the same)."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = DispatcherMetrics(registry)
     app = Flask("dispatcher")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     _install_dispatch(app, settings, client, metrics)
-    _install_reads(app, settings, client, registry)
+    _install_reads(app, settings, client, served or registry)
     _install_redis_error_handlers(app, metrics)
     _install_http_error_handlers(app, metrics)
     _install_request_metrics(app, metrics)
@@ -79,7 +83,8 @@ def _install_reads(
 ) -> None:
     @app.get("/results/<entry_id>")
     def result(entry_id: str) -> Answer:
-        stored = client.get(result_key(settings.stream, check_entry_id(entry_id)))
+        key = results_key(settings.stream, check_entry_id(entry_id))
+        stored = client.hget(key, entry_id)
         if stored is None:
             return {
                 "error": "no result (yet) for this entry",

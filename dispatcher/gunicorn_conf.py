@@ -1,6 +1,9 @@
 """gunicorn settings for `python -m dispatcher`, derived from the Settings."""
 
 import os
+import shutil
+import tempfile
+from typing import Any
 
 from dispatcher.logs import logging_config
 from dispatcher.settings import from_env
@@ -8,9 +11,9 @@ from dispatcher.settings import from_env
 _settings = from_env(os.environ)
 
 bind = f"{_settings.host}:{_settings.port}"
-# One process with threads: requests mostly wait on Redis or on `delay` pacing, and one
-# process keeps the Prometheus registry simple. Scale out with replicas.
-workers = 1
+# Threads: requests mostly wait on Redis or on `delay` pacing. Processes (HTTP_WORKERS)
+# spread JSON and HTTP work over cores; on Kubernetes, prefer more replicas of one.
+workers = _settings.http_workers
 worker_class = "gthread"
 threads = _settings.threads
 # A paced dispatch may legitimately take max_pacing_s; let it finish on shutdown.
@@ -21,3 +24,27 @@ logconfig_dict = logging_config(_settings.log_level)
 accesslog = None
 proc_name = "dispatcher"
 control_socket_disable = True  # no runtime control surface (and no write to $HOME)
+
+if workers > 1:
+    # prometheus_client's multiprocess mode: each worker writes its samples to files
+    # here, and /metrics sums them. Set before any worker imports prometheus_client.
+    os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR",
+        os.path.join(tempfile.gettempdir(), "dispatcher-metrics"),
+    )
+
+
+def on_starting(server: Any) -> None:
+    """Wipe the samples of an earlier run: a counter must start from zero."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A dead worker's live gauges must not count any more."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess  # after the variable is set
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -11,13 +11,10 @@ def logging_config(level: str) -> dict[str, Any]:
         "formatters": {
             "json": {
                 "()": "pythonjsonlogger.json.JsonFormatter",
-                "fmt": "{asctime}{levelname}{name}{message}",
+                "fmt": "{levelname}{name}{message}",
                 "style": "{",
-                "rename_fields": {
-                    "asctime": "time",
-                    "levelname": "level",
-                    "name": "logger",
-                },
+                "timestamp": "time",  # ISO 8601, UTC, to the microsecond
+                "rename_fields": {"levelname": "level", "name": "logger"},
                 "static_fields": {"service": "dispatcher"},
             }
         },

@@ -4,11 +4,11 @@ An entry has two fields: `task` (a name) and `payload` (a JSON object). The entr
 records the enqueue time, so no timestamp field is added.
 """
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 import redis
 from redis.typing import EncodableT, FieldT
 
@@ -28,13 +28,16 @@ class PublishInterruptedError(DispatcherError):
 
 def encode_entry(task: str, payload: dict[str, Any]) -> dict[FieldT, EncodableT]:
     """The stream fields of one entry."""
-    return {TASK_FIELD: task, PAYLOAD_FIELD: json.dumps(payload, separators=(",", ":"))}
+    return {TASK_FIELD: task, PAYLOAD_FIELD: orjson.dumps(payload).decode()}
 
 
-def result_key(stream: str, entry_id: str) -> str:
-    """Where the consumer stores the result of an entry (the consumer writes the same
-    key)."""
-    return f"{stream}:result:{entry_id}"
+# A results hash per hour of enqueue time, field = entry ID (the consumer writes them).
+RESULT_BUCKET_MS = 3_600_000
+
+
+def results_key(stream: str, entry_id: str) -> str:
+    """The hash holding the result of `entry_id` (the consumer writes the same key)."""
+    return f"{stream}:results:{int(entry_id.split('-', 1)[0]) // RESULT_BUCKET_MS}"
 
 
 def backlog(client: redis.Redis, stream: str, group: str) -> int:

@@ -17,6 +17,9 @@ class Settings:
     host: str = "0.0.0.0"  # all interfaces: what a container behind a Service needs
     port: int = 8000
     threads: int = 8
+    # gunicorn worker processes. Above 1, metrics use prometheus_client's multiprocess
+    # mode (files in PROMETHEUS_MULTIPROC_DIR, wiped at start).
+    http_workers: int = 1
     max_messages: int = 100_000
     max_body_bytes: int = 16 * 1024 * 1024
     max_pacing_s: float = 60.0
@@ -52,6 +55,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         host=env.get("HOST", defaults.host),
         port=_number(env, "PORT", int, defaults.port, low=1, high=65535),
         threads=_number(env, "THREADS", int, defaults.threads, low=1, high=256),
+        http_workers=_number(env, "HTTP_WORKERS", int, defaults.http_workers, 1, 64),
         max_messages=_number(env, "MAX_MESSAGES", int, defaults.max_messages, low=1),
         max_body_bytes=_number(
             env, "MAX_BODY_BYTES", int, defaults.max_body_bytes, low=1

@@ -28,7 +28,10 @@ def decode_json(raw: bytes) -> Any:
     JSON."""
     try:
         return json.loads(
-            raw, parse_constant=_refuse_constant, parse_float=_finite_float
+            raw,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_int64,
         )
     except (ValueError, RecursionError):
         raise InvalidPayloadError("body", "must be valid JSON") from None
@@ -112,6 +115,14 @@ def _is_int(value: Any) -> bool:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _int64(text: str) -> int:
+    """Integers a consumer reads back exactly (orjson: 64 bits; beyond, a float)."""
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise InvalidPayloadError("body", "integers must fit in 64 bits")
+    return value
 
 
 def _finite_float(text: str) -> float:

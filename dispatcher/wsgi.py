@@ -5,7 +5,7 @@ import os
 
 import redis
 from flask import Flask
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -30,10 +30,14 @@ def connect(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
 
 def create() -> Flask:
     settings = from_env(os.environ)
-    state_client = connect(settings, timeout_s=settings.state_timeout_s)
     s = settings
-    collector = StreamStateCollector(
-        state_client, s.stream, s.group, s.dead_letter_stream
-    )
-    REGISTRY.register(collector)
+    state_client = connect(settings, timeout_s=settings.state_timeout_s)
+    state = StreamStateCollector(state_client, s.stream, s.group, s.dead_letter_stream)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several gunicorn workers
+        # Metrics write to shared files; /metrics serves their sum plus the state.
+        served = CollectorRegistry()
+        multiprocess.MultiProcessCollector(served)
+        served.register(state)
+        return create_app(settings, connect(settings), CollectorRegistry(), served)
+    REGISTRY.register(state)
     return create_app(settings, connect(settings), REGISTRY)

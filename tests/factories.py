@@ -7,7 +7,7 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from consumer.message import to_messages
+from consumer.message import results_key, to_messages
 from consumer.settings import Settings
 from consumer.worker import Worker
 
@@ -96,3 +96,10 @@ def drained(client: redis.Redis, count: int) -> bool:
         and groups[0]["entries-read"] == count
         and groups[0]["pending"] == 0
     )
+
+
+def result_of(client: redis.Redis, entry_id: str) -> str | None:
+    """The stored result (JSON) of an entry, or None."""
+    stored = client.hget(results_key(STREAM, entry_id), entry_id)
+    assert stored is None or isinstance(stored, str)
+    return stored

@@ -7,7 +7,7 @@ import redis
 
 from consumer.heartbeat import Heartbeat
 from tests.conftest import eventually
-from tests.factories import GROUP, STREAM, add_entry, make_worker, pending
+from tests.factories import GROUP, STREAM, add_entry, make_worker, pending, result_of
 
 
 def idle_ms(client: redis.Redis) -> dict[str, int]:
@@ -75,7 +75,7 @@ def test_worker_run_keeps_a_task_longer_than_claim_idle_ms(r: redis.Redis) -> No
     thread.start()
     try:
         eventually(lambda: runs)
-        while not r.exists(f"{STREAM}:result:{entry_id}"):
+        while not result_of(r, entry_id):
             assert thief.claim_stale() == []  # the claim never lapses while it runs
             time.sleep(0.005)
     finally:

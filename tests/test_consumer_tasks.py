@@ -1,5 +1,6 @@
 """The task table: registration, loading user modules, binding payloads, built-ins."""
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ def table(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def message(task_name: str, payload: str) -> Message:
-    return Message("1-0", {"task": task_name, "payload": payload}, 1)
+    return Message("1-0", {"task": task_name, "payload": payload}, 1, task_name)
 
 
 def test_task_registers_a_function_under_its_name(table: dict[str, Any]) -> None:
@@ -64,3 +65,24 @@ def test_builtin_tasks_do_their_work() -> None:
     assert tasks.primes(100) == 25
     assert tasks.demo(seq=3) == {"seq": 3}
     assert tasks.sleep(0) == 0
+
+
+def test_bind_task_names_what_is_missing_and_what_is_unexpected() -> None:
+    def resize(path: str, width: int = 64, *, crop: bool = False) -> None: ...
+
+    def anything(**payload: Any) -> None: ...
+
+    def positional(path: str, /) -> None: ...
+
+    table: dict[str, Callable[..., Any]] = {"resize": resize, "anything": anything}
+    table["positional"] = positional
+    tasks.bind_task(table, message("resize", '{"path": "a", "crop": true}'))
+    tasks.bind_task(table, message("anything", '{"x": 1, "y": 2}'))
+    with pytest.raises(
+        InvalidMessageError, match=r"missing \['path'\], unexpected \['w'\]"
+    ):
+        tasks.bind_task(table, message("resize", '{"w": 1}'))
+    with pytest.raises(InvalidMessageError, match=r"unexpected \['path'\]"):
+        tasks.bind_task(
+            table, message("positional", '{"path": "a"}')
+        )  # positional-only

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from consumer.errors import GroupMissingError
+from consumer.message import results_key
 from tests.conftest import eventually
 from tests.factories import (
     DEAD,
@@ -21,6 +22,7 @@ from tests.factories import (
     entry_ids,
     make_worker,
     pending,
+    result_of,
 )
 
 
@@ -53,8 +55,8 @@ def test_worker_reads_runs_and_acks_a_batch(r: redis.Redis) -> None:
     assert worker.poll_once() == 3
     # Pending list: empty; every entry acknowledged with its result stored.
     assert pending(r) == []
-    assert [json.loads(r.get(f"{STREAM}:result:{i}") or "") for i in ids] == [1, 2, 3]
-    assert 0 < r.ttl(f"{STREAM}:result:{ids[0]}") <= worker.settings.result_ttl_s
+    assert [json.loads(result_of(r, i) or "") for i in ids] == [1, 2, 3]
+    assert 0 < r.ttl(results_key(STREAM, ids[0])) <= worker.settings.result_ttl_s
 
 
 def test_worker_group_created_at_zero_reads_entries_written_before_it(
@@ -63,7 +65,7 @@ def test_worker_group_created_at_zero_reads_entries_written_before_it(
     entry_id = add_entry(r, "echo", {"early": True})
     worker = make_worker(r, TASKS)  # creates the group now, after the entry was written
     assert worker.poll_once() == 1
-    assert json.loads(r.get(f"{STREAM}:result:{entry_id}") or "") == {"early": True}
+    assert json.loads(result_of(r, entry_id) or "") == {"early": True}
 
 
 def test_worker_ensure_group_twice_is_fine(r: redis.Redis) -> None:
@@ -93,7 +95,7 @@ def test_worker_failure_stays_pending_then_is_redelivered(r: redis.Redis) -> Non
     eventually(lambda: worker.poll_once())
     assert pending(r) == []
     assert attempts == [7, 7]
-    assert r.get(f"{STREAM}:result:{entry_id}") == "7"
+    assert result_of(r, entry_id) == "7"
 
 
 def test_worker_reclaims_the_entries_of_a_crashed_consumer(r: redis.Redis) -> None:
@@ -105,7 +107,7 @@ def test_worker_reclaims_the_entries_of_a_crashed_consumer(r: redis.Redis) -> No
     survivor = make_worker(r, TASKS, consumer_name="survivor")
     eventually(lambda: survivor.poll_once() and not pending(r))
     # Pending list: empty; the survivor ran all three, one at a time.
-    assert all(r.exists(f"{STREAM}:result:{i}") for i in ids)
+    assert all(result_of(r, i) for i in ids)
     assert survivor.metrics.reclaimed._value.get() == 3
 
 
@@ -225,7 +227,7 @@ def test_worker_stop_finishes_the_entry_in_hand_and_releases_the_rest(
     first.poll_once()
     # Pending list: ids[1:], still first's, idle for claim_idle_ms, deliveries undone.
     assert ran == [0]
-    assert r.get(f"{STREAM}:result:{ids[0]}") == "0"
+    assert result_of(r, ids[0]) == "0"
     rows = pending(r)
     assert [row["message_id"] for row in rows] == ids[1:]
     assert all(row["times_delivered"] == 0 for row in rows)
@@ -265,7 +267,7 @@ def test_worker_recreates_a_group_that_vanished(r: redis.Redis) -> None:
     try:
         eventually(lambda: r.exists(STREAM) and r.xinfo_groups(STREAM))
         entry_id = add_entry(r, "echo", {"back": 1})
-        eventually(lambda: r.exists(f"{STREAM}:result:{entry_id}"))
+        eventually(lambda: result_of(r, entry_id))
     finally:
         worker.stopping.set()
         thread.join(timeout=2)
@@ -311,4 +313,4 @@ def test_worker_a_crashing_entry_does_not_use_up_its_batch_mates(
     assert [(d["source_id"], d["deliveries"]) for d in dead_letters(r)] == [
         (ids[1], "3")
     ]
-    assert all(r.get(f"{STREAM}:result:{i}") == '"ok"' for i in ids if i != ids[1])
+    assert all(result_of(r, i) == '"ok"' for i in ids if i != ids[1])

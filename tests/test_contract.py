@@ -6,10 +6,10 @@ import redis
 
 from consumer import tasks as consumer_tasks
 from consumer.message import decode_payload
-from consumer.worker import result_key as consumer_result_key
+from consumer.message import results_key as consumer_results_key
 from dispatcher import validation
 from dispatcher.publisher import publish
-from dispatcher.publisher import result_key as dispatcher_result_key
+from dispatcher.publisher import results_key as dispatcher_results_key
 from tests.factories import make_worker
 
 
@@ -26,8 +26,12 @@ def test_contract_dispatcher_entries_read_back_by_the_consumer(r: redis.Redis) -
     assert [m.deliveries for m in messages] == [1, 1]
 
 
-def test_contract_result_key_is_the_same_on_both_sides() -> None:
-    assert consumer_result_key("tasks", "1-2") == dispatcher_result_key("tasks", "1-2")
+def test_contract_results_key_is_the_same_on_both_sides() -> None:
+    for entry_id in ("1-2", "1795959378799-0", "3599999-7", "3600000-0"):
+        key = consumer_results_key("tasks", entry_id)
+        assert key == dispatcher_results_key("tasks", entry_id)
+    assert consumer_results_key("tasks", "3599999-7") == "tasks:results:0"
+    assert consumer_results_key("tasks", "3600000-0") == "tasks:results:1"
 
 
 def test_contract_task_names_follow_the_same_rule() -> None:

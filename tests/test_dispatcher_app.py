@@ -134,6 +134,12 @@ def test_dispatch_refuses_bad_input_naming_the_field_and_writes_nothing(
         ("{not json", "application/json", 400, "body"),
         ('{"num_messages": 1, "delay": NaN}', "application/json", 400, "body"),
         ('{"task": "x", "payloads": [{"v": 1e400}]}', "application/json", 400, "body"),
+        (
+            '{"task": "x", "payloads": [{"v": 2e0, "n": 36893488147419103232}]}',
+            "application/json",
+            400,
+            "body",
+        ),
         ("[" * 100_000 + "]" * 100_000, "application/json", 413, "body"),
     ],
 )
@@ -193,14 +199,14 @@ def test_results_are_404_until_stored_then_200(
     http: FlaskClient, fake: fakeredis.FakeRedis
 ) -> None:
     assert http.get("/results/1-0").status_code == 404
-    fake.set("tasks:result:1-0", json.dumps({"answer": 42}))
+    fake.hset("tasks:results:0", "1-0", json.dumps({"answer": 42}))
     response = http.get("/results/1-0")
     assert response.status_code == 200
     assert response.get_json() == {"entry_id": "1-0", "result": {"answer": 42}}
 
 
 def test_results_refuse_an_id_that_is_not_an_entry_id(http: FlaskClient) -> None:
-    response = http.get("/results/tasks:result:*")
+    response = http.get("/results/tasks:results:*")
     assert response.status_code == 400
     assert response.get_json()["field"] == "entry_id"
 

@@ -229,3 +229,31 @@ def test_e2e_a_bad_setting_stops_the_process_naming_it(
     assert service.wait(20) == 2
     assert named in service.log_text()
     service.stop()
+
+
+def test_e2e_dispatcher_with_several_processes_sums_its_metrics(
+    redis_url: str, tmp_path: Path, r: redis.Redis
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_99999.db").write_bytes(b"stale samples of an earlier run")
+    port = free_port()
+    env = {"REDIS_URL": redis_url, "PORT": str(port), "HOST": "127.0.0.1"}
+    env |= {"HTTP_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    service = Service("dispatcher", env, tmp_path / "dispatcher.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: http_ok(f"{base}/healthz"), timeout_s=30)
+        for _ in range(20):  # spread over both workers by the kernel's accept queue
+            assert call(f"{base}/dispatch", {"num_messages": 3})[0] == 202
+        for _ in range(4):  # every worker answers with the sum of all of them
+            with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            assert 'dispatcher_messages_total{outcome="accepted"} 60.0' in text
+            samples = [
+                x for x in text.splitlines() if x.startswith("pipeline_stream_length")
+            ]
+            assert len(samples) == 1  # the stream state is read once, not per worker
+        assert not (metrics_dir / "counter_99999.db").exists()  # wiped at start
+    finally:
+        service.stop()

@@ -1,0 +1,1 @@
+"""`make bench`: the pipeline measured against plain redis-py on the same Redis."""

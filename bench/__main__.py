@@ -1,0 +1,160 @@
+"""`python -m bench [--quick] [--repeat N]`: one table of the pipeline against the raw
+redis-py limit on the same Redis, all measured in this run. Ratios are what count: the
+machine is noisy, so each figure is the median of N runs, with the spread beside it."""
+
+import argparse
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from bench import measure, raw
+from chaos.processes import RedisServer, Service, free_port, wait_for
+from scripts.run_local import http_ok
+
+
+@dataclass(frozen=True)
+class Size:
+    messages: int
+    latency_s: float
+    primes_tasks: int
+    primes_n: int
+    repeat: int
+
+
+FULL = Size(
+    messages=100_000, latency_s=10.0, primes_tasks=24, primes_n=60_000, repeat=3
+)
+QUICK = Size(messages=2_000, latency_s=1.0, primes_tasks=4, primes_n=5_000, repeat=1)
+
+
+@dataclass
+class Results:
+    figures: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.figures.setdefault(name, []).append(value)
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.figures[name])
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def run_once(size: Size, workdir: Path, results: Results) -> None:
+    server = RedisServer(workdir / "redis", fsync="everysec")
+    server.start()
+    client = server.client()
+    port = free_port()
+    env = {"REDIS_URL": server.url, "PORT": str(port), "HOST": "127.0.0.1"}
+    env |= {"LOG_LEVEL": "WARNING", "MAX_MESSAGES": str(size.messages), "HTTP_WORKERS": "2"}
+    dispatcher = Service("dispatcher", env, workdir / "dispatcher.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: http_ok(f"{base}/healthz"), timeout_s=30)
+        _measure(size, workdir, results, server.url, base, client, dispatcher)
+    finally:
+        dispatcher.stop(show_log=False)
+        client.close()
+        server.kill()
+
+
+def _measure(
+    size: Size, workdir: Path, results: Results, url: str, base: str,
+    client: redis.Redis, dispatcher: Service,
+) -> None:  # fmt: skip
+    n = size.messages
+    results.add("raw xadd", raw.xadd_rate(url, n))
+    results.add("raw consume 1", raw.consume_rate(url, n, 1))
+    results.add("raw consume 2", raw.consume_rate(url, n, 2))
+    client.flushall()
+    results.add("dispatch one", measure.dispatch_rate(base, n, n, threads=1))
+    client.flushall()
+    results.add("dispatch many", measure.dispatch_rate(base, n, 100, threads=8))
+    results.add("dispatcher rss", measure.peak_rss(dispatcher.pid))
+    alone, pair = (
+        measure.drain(url, client, n, workers, workdir) for workers in (1, 2)
+    )
+    results.add("drain 1", alone.rate)
+    results.add("drain 2", pair.rate)
+    results.add("consumer rss", max(alone.peak_rss, pair.peak_rss))
+    results.add("redis memory", pair.memory_after)
+    starts, acks = measure.latencies(base, url, client, size.latency_s, workdir)
+    for name, values in (("start", starts), ("ack", acks)):
+        for share in (0.5, 0.95, 0.99, 1.0):
+            results.add(
+                f"{name} p{round(share * 100)}", percentile(values, share) * 1000
+            )
+    args = (url, client)
+    one = measure.primes_seconds(*args, 1, size.primes_tasks, size.primes_n, workdir)
+    two = measure.primes_seconds(*args, 2, size.primes_tasks, size.primes_n, workdir)
+    results.add("primes speed-up", one / two)
+
+
+Row = tuple[str, str, str, Callable[[Results], str]]
+
+
+def table(results: Results) -> list[str]:
+    def fig(name: str, unit: str = "", scale: float = 1.0) -> str:
+        values = [v / scale for v in results.figures[name]]
+        spread = f" ({min(values):,.0f}-{max(values):,.0f})" if len(values) > 1 else ""
+        return f"{statistics.median(values):,.0f}{unit}{spread}"
+
+    def ratio(ours: str, limit: str, target: float) -> str:
+        value = results.median(ours) / results.median(limit)
+        return f"{value:.2f}x of raw, target >= {target} {'ok' if value >= target else 'MISSED'}"
+
+    def at_most(name: str, bound: float, unit: str, scale: float = 1.0) -> str:
+        value = results.median(name) / scale
+        return f"target <= {bound:g}{unit} {'ok' if value <= bound else 'MISSED'}"
+
+    mib = 2**20
+    rows = [
+        ("Raw limit: XADD, pipelines of 500", fig("raw xadd", "/s"), ""),
+        ("Raw limit: consume, 1 process", fig("raw consume 1", "/s"), ""),
+        ("Raw limit: consume, 2 processes", fig("raw consume 2", "/s"), ""),
+        ("Dispatch: one POST of all messages", fig("dispatch one", "/s"), ratio("dispatch one", "raw xadd", 0.5)),
+        ("Dispatch: POSTs of 100, 8 at a time", fig("dispatch many", "/s"), ratio("dispatch many", "raw xadd", 0.5)),
+        ("Drain: 1 python -m consumer", fig("drain 1", "/s"), ratio("drain 1", "raw consume 1", 0.5)),
+        ("Drain: 2 python -m consumer", fig("drain 2", "/s"), ratio("drain 2", "raw consume 2", 0.5)),
+        ("Latency dispatch->start p50/p95/p99/max", "/".join(f"{results.median(f'start p{p}'):.1f}" for p in (50, 95, 99, 100)) + " ms", at_most("start p99", 5, " ms (p99)")),
+        ("Latency dispatch->ack p50/p95/p99/max", "/".join(f"{results.median(f'ack p{p}'):.1f}" for p in (50, 95, 99, 100)) + " ms", ""),
+        ("primes: speed-up 1 -> 2 processes", f"{results.median('primes speed-up'):.2f}x", f"target >= 1.8 {'ok' if results.median('primes speed-up') >= 1.8 else 'MISSED'}"),
+        ("Peak RSS: consumer", fig("consumer rss", " MiB", mib), at_most("consumer rss", 60, " MiB", mib)),
+        ("Peak RSS: dispatcher (gunicorn worker)", fig("dispatcher rss", " MiB", mib), ""),
+        ("Redis used_memory after the drain", f"{results.median('redis memory') / mib:.1f} MiB", "XLEN <= 1: trimmed"),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    return [f"{name:<{width}}  {value:>28}  {note}" for name, value, note in rows]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument(
+        "--repeat", type=int, help="runs per figure (default 3; 1 quick)"
+    )
+    args = parser.parse_args()
+    size = QUICK if args.quick else FULL
+    repeat = args.repeat or size.repeat
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        for number in range(repeat):
+            print(
+                f"run {number + 1} of {repeat} ({size.messages:,} messages)...",
+                flush=True,
+            )
+            run_once(size, Path(workdir) / str(number), results)
+    print("\n".join(table(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
