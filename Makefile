@@ -53,6 +53,10 @@ test: lint
 chaos: setup
 	$(PY) -m chaos
 
+# Throughput, latency, scaling and memory against the raw redis-py limit: one table.
+bench: setup
+	$(PY) -m bench
+
 # Both images, where a Docker engine runs (there is none on the development machines:
 # there, `make test` lints the Dockerfiles with hadolint instead).
 images:

@@ -61,3 +61,41 @@ def _consume(url: str, name: str, start: Event) -> None:
         if not isinstance(entries, list) or not entries:
             return
         client.xack(STREAM, GROUP, *(entry_id for entry_id, _ in entries))
+
+
+def wake_latencies(url: str, seconds: float) -> list[float]:
+    """The floor for dispatch->start: seconds from a plain XADD (10 every 10 ms) to the
+    moment a plain consumer, blocked in XREADGROUP in another process, has it."""
+    with redis.Redis.from_url(url) as client:
+        client.delete(STREAM)
+        client.xgroup_create(STREAM, GROUP, "0", mkstream=True)
+    context = multiprocessing.get_context("fork")
+    results: multiprocessing.Queue[list[float]] = context.Queue()
+    reader = context.Process(target=_receive, args=(url, results))
+    reader.start()
+    time.sleep(0.3)  # the reader is blocked in XREADGROUP
+    with redis.Redis.from_url(url) as client:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with client.pipeline(transaction=False) as pipe:
+                for _ in range(10):
+                    pipe.xadd(STREAM, {"sent": repr(time.time())})
+                pipe.execute()
+            time.sleep(0.01)
+    latencies = results.get(timeout=30)
+    reader.join()
+    return latencies
+
+
+def _receive(url: str, results: "multiprocessing.Queue[list[float]]") -> None:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    latencies: list[float] = []
+    while True:
+        entries = read_entries(
+            client.xreadgroup(GROUP, "wake", {STREAM: ">"}, count=BATCH, block=500)
+        )
+        if not isinstance(entries, list) or not entries:
+            results.put(latencies)  # nothing for half a second: the writer is done
+            return
+        now = time.time()
+        latencies += [now - float(fields["sent"]) for _, fields in entries]

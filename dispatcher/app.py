@@ -10,11 +10,11 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from dispatcher.backlog import Backlog
 from dispatcher.errors import InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.publisher import (
     PublishInterruptedError,
-    backlog,
     publish,
     publish_paced,
     results_key,
@@ -51,13 +51,15 @@ def create_app(
 def _install_dispatch(
     app: Flask, settings: Settings, client: redis.Redis, metrics: DispatcherMetrics
 ) -> None:
+    waiting_entries = Backlog(client, settings.stream, settings.group)
+
     @app.post("/dispatch")
     def dispatch() -> Answer:
         if not request.is_json:
             raise InvalidPayloadError("Content-Type", "must be application/json", 415)
         order = parse_dispatch(decode_json(request.get_data()), settings)
         g.message_count = len(order.payloads)
-        waiting = backlog(client, settings.stream, settings.group)
+        waiting = waiting_entries.current()
         if waiting + len(order.payloads) > settings.max_backlog:
             metrics.messages.labels("throttled").inc(len(order.payloads))
             body = {
@@ -71,6 +73,7 @@ def _install_dispatch(
             entry_ids = publish_paced(client, stream, task, payloads, order.delay_s)
         else:
             entry_ids = publish(client, stream, task, payloads)
+        waiting_entries.add(len(entry_ids))
         metrics.messages.labels("accepted").inc(len(entry_ids))
         facts = {"task": task, "count": len(entry_ids), "first_entry_id": entry_ids[0]}
         log.info("dispatch accepted", extra=facts)

@@ -40,20 +40,6 @@ def results_key(stream: str, entry_id: str) -> str:
     return f"{stream}:results:{int(entry_id.split('-', 1)[0]) // RESULT_BUCKET_MS}"
 
 
-def backlog(client: redis.Redis, stream: str, group: str) -> int:
-    """Entries the group has still to finish: lag + pending. XLEN stands in when Redis
-    cannot tell the lag (NULL after deletions) or no consumer has created the group."""
-    try:
-        groups = client.xinfo_groups(stream)
-    except redis.ResponseError:
-        return 0  # no stream yet
-    ours = [g for g in groups if g["name"] == group]
-    if not ours or ours[0]["lag"] is None:
-        length = client.xlen(stream)
-        return length if isinstance(length, int) else 0
-    return int(ours[0]["lag"]) + int(ours[0]["pending"])
-
-
 def publish(
     client: redis.Redis,
     stream: str,

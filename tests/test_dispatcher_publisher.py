@@ -7,7 +7,8 @@ import pytest
 import redis
 
 from dispatcher.app import create_app
-from dispatcher.publisher import backlog, publish
+from dispatcher.backlog import backlog
+from dispatcher.publisher import publish
 from dispatcher.settings import Settings
 from tests.factories import entries, entry_ids
 
