@@ -113,11 +113,10 @@ def _figure(results: Results, name: str, unit: str = "", scale: float = 1.0) -> 
     return f"{statistics.median(values):,.0f}{unit}{spread}"
 
 
-def _verdict(value: float, target: float, at_least: bool) -> str:
+def _verdict(value: float, target: float, at_least: bool, unit: str = "") -> str:
     met = value >= target if at_least else value <= target
-    return (
-        f"target {'>=' if at_least else '<='} {target:g}: {'ok' if met else 'MISSED'}"
-    )
+    sign = ">=" if at_least else "<="
+    return f"target {sign} {target:g}{unit}: {'ok' if met else 'MISSED'}"
 
 
 def _throughput_rows(results: Results) -> list[tuple[str, str, str]]:
@@ -151,14 +150,14 @@ def _other_rows(results: Results) -> list[tuple[str, str, str]]:
     rss = results.median("consumer rss") / mib
     return [
         ("Latency dispatch->start p50/p95/p99/max", percentiles("start"),
-         "p99 " + _verdict(results.median("start p99"), 5, at_least=False) + " ms"),
+         "p99 " + _verdict(results.median("start p99"), 5, False, " ms")),
         ("Latency dispatch->ack p50/p95/p99/max", percentiles("ack"), ""),
         ("Raw floor: XADD->XREADGROUP p50/p95/p99/max", percentiles("raw wake"),
          "plain redis-py, same pace"),
         ("primes: speed-up 1 -> 2 processes", f"{speed_up:.2f}x",
          _verdict(speed_up, 1.8, at_least=True)),
         ("Peak RSS: consumer", _figure(results, "consumer rss", " MiB", mib),
-         _verdict(rss, 60, at_least=False) + " MiB"),
+         _verdict(rss, 60, False, " MiB")),
         ("Peak RSS: dispatcher (largest process)",
          _figure(results, "dispatcher rss", " MiB", mib), ""),
         ("Redis used_memory after the drain",

@@ -19,6 +19,7 @@ from bench.raw import BATCH
 from chaos.processes import Service, wait_for
 
 STREAM, GROUP = "tasks", "workers"
+WARM_UP_S = 1.0
 CONSUMER_ENV = {
     "BATCH_SIZE": str(BATCH),
     "METRICS_PORT": "0",
@@ -166,12 +167,20 @@ def latencies(
     env = {"BENCH_STAMP_DIR": str(stamps), "LOG_LEVEL": "DEBUG"}
     with consumers(url, 2, log_dir, **env) as services:
         wait_for(lambda: idle_group(client, 2), timeout_s=30)
-        sent = _send_steadily(base, seconds)
+        sent = _send_steadily(base, seconds + WARM_UP_S)
         wait_for(lambda: finished(client, len(sent)), timeout_s=60)
         logs = [service.log_path for service in services]
     acked = _ack_times(logs)
-    starts = [float(x) for f in stamps.glob("*.starts") for x in f.read_text().split()]
-    return starts, [acked[entry_id] - at for entry_id, at in sent.items()]
+    # The first second warms the processes up (connections, caches): not steady state.
+    steady_from = min(sent.values()) + WARM_UP_S
+    stamped = [
+        line.split()
+        for f in stamps.glob("*.starts")
+        for line in f.read_text().splitlines()
+    ]
+    starts = [float(lag) for at, lag in stamped if float(at) >= steady_from]
+    acks = [acked[entry_id] - at for entry_id, at in sent.items() if at >= steady_from]
+    return starts, acks
 
 
 def _ack_times(logs: list[Path]) -> dict[str, float]:

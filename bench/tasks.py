@@ -1,5 +1,6 @@
 """Tasks used only by the benchmark (TASK_MODULES=bench.tasks)."""
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -16,6 +17,11 @@ def noop() -> None:
 def stamp(sent: float) -> None:
     """Record how long after it was sent this task started (BENCH_STAMP_DIR)."""
     started = time.time()
+    os.write(_stamp_file(), f"{sent:.6f} {started - sent:.6f}\n".encode())
+
+
+@functools.cache
+def _stamp_file() -> int:
+    """Opened once: an open() per task would delay the next entry's start."""
     path = Path(os.environ["BENCH_STAMP_DIR"]) / f"{os.getpid()}.starts"
-    with path.open("a") as out:
-        out.write(f"{started - sent:.6f}\n")
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
