@@ -76,9 +76,9 @@ fmt: setup
 # Regenerate the pinned dependency files from pyproject.toml (needs the package index).
 lock: setup
 	$(PY) -m pip install -q pip-tools
-	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
-	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links --extra dev -o requirements-dev.lock pyproject.toml
-	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links -o tools/checkov.lock tools/checkov.in
+	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links --generate-hashes --allow-unsafe -o requirements.lock pyproject.toml
+	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links --generate-hashes --allow-unsafe --extra dev -o requirements-dev.lock pyproject.toml
+	$(PY) -m piptools compile -q --strip-extras --no-header --no-emit-index-url --no-emit-find-links --generate-hashes --allow-unsafe -o tools/checkov.lock tools/checkov.in
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .run .mypy_cache .ruff_cache

@@ -56,6 +56,7 @@ def run_once(size: Size, workdir: Path, results: Results) -> None:
     env = {"REDIS_URL": server.url, "PORT": str(port), "HOST": "127.0.0.1"}
     env |= {"LOG_LEVEL": "WARNING", "MAX_MESSAGES": str(size.messages)}
     env["HTTP_WORKERS"] = "2"  # one gunicorn process per core
+    env["DISPATCH_ALLOW_ANONYMOUS"] = "1"  # loopback only
     dispatcher = Service("dispatcher", env, workdir / "dispatcher.log")
     base = f"http://127.0.0.1:{port}"
     try:

@@ -57,6 +57,7 @@ class Stack:
         self.redis.start()
         port = free_port()
         env = {"REDIS_URL": self.redis.url, "PORT": str(port), "HOST": "127.0.0.1"}
+        env["DISPATCH_ALLOW_ANONYMOUS"] = "1"  # loopback only
         env |= {"GROUP": GROUP, **self.dispatcher_env}
         self.dispatcher = Service("dispatcher", env, self.log_dir / "dispatcher.log")
         self.base_url = f"http://127.0.0.1:{port}"

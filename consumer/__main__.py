@@ -28,7 +28,9 @@ def connect(settings: Settings) -> redis.Redis:
     outages."""
     return redis.Redis.from_url(
         settings.redis_url,
+        username=settings.redis_username,
         password=settings.redis_password,
+        **tls_options(settings.redis_url, settings),
         decode_responses=True,
         client_name=settings.consumer_name,  # CLIENT LIST shows the pod or host and pid
         socket_timeout=settings.socket_timeout_s,
@@ -36,6 +38,17 @@ def connect(settings: Settings) -> redis.Redis:
         retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+
+
+def tls_options(url: str, settings: Settings) -> dict[str, str | None]:
+    """Certificates for rediss:// URLs: the CA to trust, an optional client pair."""
+    if not url.startswith("rediss://"):
+        return {}
+    return {
+        "ssl_ca_certs": settings.redis_ca_file,
+        "ssl_certfile": settings.redis_cert_file,
+        "ssl_keyfile": settings.redis_key_file,
+    }
 
 
 def main() -> int:

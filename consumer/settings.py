@@ -15,7 +15,13 @@ N = TypeVar("N", int, float)
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
+    redis_username: str | None = None
     redis_password: str | None = None
+    # TLS (rediss:// URLs): the CA that signed Redis's certificate, and a client
+    # certificate and key when Redis asks for one (tls-auth-clients).
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
     stream: str = "tasks"
     group: str = "workers"
     dead_letter_stream: str = "tasks:dead"
@@ -56,7 +62,11 @@ def from_env(env: Mapping[str, str]) -> Settings:
     stream = _text(env, "STREAM", d.stream)
     settings = Settings(
         redis_url=_text(env, "REDIS_URL", d.redis_url),
+        redis_username=env.get("REDIS_USERNAME") or None,
         redis_password=_secret(env, "REDIS_PASSWORD"),
+        redis_ca_file=env.get("REDIS_CA_FILE") or None,
+        redis_cert_file=env.get("REDIS_CERT_FILE") or None,
+        redis_key_file=env.get("REDIS_KEY_FILE") or None,
         stream=stream,
         group=_text(env, "GROUP", d.group),
         dead_letter_stream=_text(env, "DEAD_LETTER_STREAM", f"{stream}:dead"),

@@ -10,6 +10,7 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from dispatcher.auth import PROTECTED, authorized
 from dispatcher.backlog import Backlog
 from dispatcher.errors import InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
@@ -40,12 +41,26 @@ def create_app(
     metrics = DispatcherMetrics(registry)
     app = Flask("dispatcher")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    _install_request_metrics(app, metrics)  # first: it times every request
+    _install_auth(app, settings, metrics)
     _install_dispatch(app, settings, client, metrics)
     _install_reads(app, settings, client, served or registry)
     _install_redis_error_handlers(app, metrics)
     _install_http_error_handlers(app, metrics)
-    _install_request_metrics(app, metrics)
     return app
+
+
+def _install_auth(app: Flask, settings: Settings, metrics: DispatcherMetrics) -> None:
+    @app.before_request
+    def require_token() -> Answer | None:
+        if request.endpoint not in PROTECTED or settings.allow_anonymous:
+            return None
+        if authorized(request.headers.get("Authorization"), settings.tokens):
+            return None
+        # Refused before the body is read: nothing is parsed, nothing is written.
+        metrics.unauthorized.inc()
+        body = {"error": "unauthorized", "rule": "send Authorization: Bearer <token>"}
+        return body, 401, {"WWW-Authenticate": 'Bearer realm="dispatcher"'}
 
 
 def _install_dispatch(

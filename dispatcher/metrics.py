@@ -43,5 +43,10 @@ class DispatcherMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+        self.unauthorized = Counter(
+            "dispatcher_unauthorized_requests",
+            "Requests refused for a missing or wrong bearer token (401).",
+            registry=registry,
+        )
         for outcome in ("accepted", "refused", "throttled", "failed"):
             self.messages.labels(outcome)

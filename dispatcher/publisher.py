@@ -26,9 +26,15 @@ class PublishInterruptedError(DispatcherError):
         self.entry_ids = entry_ids
 
 
-def encode_entry(task: str, payload: dict[str, Any]) -> dict[FieldT, EncodableT]:
-    """The stream fields of one entry."""
-    return {TASK_FIELD: task, PAYLOAD_FIELD: orjson.dumps(payload).decode()}
+def encode_payload(payload: dict[str, Any]) -> str:
+    """A payload as the entry carries it: compact JSON (integers fit 64 bits: checked
+    when the request was read)."""
+    return orjson.dumps(payload).decode()
+
+
+def encode_entry(task: str, payload: str) -> dict[FieldT, EncodableT]:
+    """The stream fields of one entry, its payload already encoded."""
+    return {TASK_FIELD: task, PAYLOAD_FIELD: payload}
 
 
 # A results hash per hour of enqueue time, field = entry ID (the consumer writes them).
@@ -44,7 +50,7 @@ def publish(
     client: redis.Redis,
     stream: str,
     task: str,
-    payloads: Sequence[dict[str, Any]],
+    payloads: Sequence[str],
 ) -> list[str]:
     """Append every payload in one MULTI/EXEC: the whole batch or none of it."""
     with client.pipeline(transaction=True) as pipe:
@@ -57,7 +63,7 @@ def publish_paced(
     client: redis.Redis,
     stream: str,
     task: str,
-    payloads: Sequence[dict[str, Any]],
+    payloads: Sequence[str],
     delay_s: float,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:

@@ -6,11 +6,22 @@ from typing import TypeVar
 
 from dispatcher.errors import SettingsError
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+MIN_TOKEN_LENGTH = 16
+N = TypeVar("N", int, float)
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
+    redis_username: str | None = None
     redis_password: str | None = None
+    # TLS (rediss:// URLs): the CA that signed Redis's certificate, and a client
+    # certificate and key when Redis asks for one (tls-auth-clients).
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
     stream: str = "tasks"
     group: str = "workers"
     dead_letter_stream: str = "tasks:dead"
@@ -20,8 +31,13 @@ class Settings:
     # gunicorn worker processes. Above 1, metrics use prometheus_client's multiprocess
     # mode (files in PROMETHEUS_MULTIPROC_DIR, wiped at start).
     http_workers: int = 1
+    # Bearer tokens accepted on /dispatch and /results; rotate by listing old and new.
+    tokens: tuple[str, ...] = ()
+    allow_anonymous: bool = False  # only ever on loopback (make run)
     max_messages: int = 100_000
     max_body_bytes: int = 16 * 1024 * 1024
+    max_payload_bytes: int = 64 * 1024  # one payload, encoded
+    max_payload_depth: int = 32  # nesting of objects and lists in one payload
     max_pacing_s: float = 60.0
     # Refuse new work (429) while the group has this many entries still to finish.
     max_backlog: int = 1_000_000
@@ -31,45 +47,94 @@ class Settings:
     log_level: str = "INFO"
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-N = TypeVar("N", int, float)
-
-
 def from_env(env: Mapping[str, str]) -> Settings:
     """Build Settings from environment variables; a bad value raises SettingsError."""
-    defaults = Settings()
-    stream = env.get("STREAM", defaults.stream)
-    if not stream:
-        raise SettingsError("STREAM must not be empty")
-    log_level = env.get("LOG_LEVEL", defaults.log_level).upper()
-    if log_level not in LOG_LEVELS:
-        raise SettingsError(
-            f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
-        )
-    return Settings(
-        redis_url=env.get("REDIS_URL", defaults.redis_url),
+    d = Settings()
+    stream = _text(env, "STREAM", d.stream)
+    settings = Settings(
+        redis_url=_text(env, "REDIS_URL", d.redis_url),
+        redis_username=env.get("REDIS_USERNAME") or None,
         redis_password=_secret(env, "REDIS_PASSWORD"),
+        redis_ca_file=env.get("REDIS_CA_FILE") or None,
+        redis_cert_file=env.get("REDIS_CERT_FILE") or None,
+        redis_key_file=env.get("REDIS_KEY_FILE") or None,
         stream=stream,
-        group=env.get("GROUP", defaults.group) or defaults.group,
-        dead_letter_stream=env.get("DEAD_LETTER_STREAM") or f"{stream}:dead",
-        host=env.get("HOST", defaults.host),
-        port=_number(env, "PORT", int, defaults.port, low=1, high=65535),
-        threads=_number(env, "THREADS", int, defaults.threads, low=1, high=256),
-        http_workers=_number(env, "HTTP_WORKERS", int, defaults.http_workers, 1, 64),
-        max_messages=_number(env, "MAX_MESSAGES", int, defaults.max_messages, low=1),
-        max_body_bytes=_number(
-            env, "MAX_BODY_BYTES", int, defaults.max_body_bytes, low=1
+        group=_text(env, "GROUP", d.group),
+        dead_letter_stream=_text(env, "DEAD_LETTER_STREAM", f"{stream}:dead"),
+        host=_text(env, "HOST", d.host),
+        port=_number(env, "PORT", int, d.port, 1, 65535),
+        threads=_number(env, "THREADS", int, d.threads, 1, 256),
+        http_workers=_number(env, "HTTP_WORKERS", int, d.http_workers, 1, 64),
+        tokens=_tokens(env),
+        allow_anonymous=env.get("DISPATCH_ALLOW_ANONYMOUS", "") in ("1", "true", "yes"),
+        max_messages=_number(env, "MAX_MESSAGES", int, d.max_messages, 1),
+        max_body_bytes=_number(env, "MAX_BODY_BYTES", int, d.max_body_bytes, 1),
+        max_payload_bytes=_number(
+            env, "MAX_PAYLOAD_BYTES", int, d.max_payload_bytes, 2
         ),
-        max_pacing_s=_number(env, "MAX_PACING_S", float, defaults.max_pacing_s, low=0),
+        max_payload_depth=_number(
+            env, "MAX_PAYLOAD_DEPTH", int, d.max_payload_depth, 1
+        ),
+        max_pacing_s=_number(env, "MAX_PACING_S", float, d.max_pacing_s, 0),
+        max_backlog=_number(env, "MAX_BACKLOG", int, d.max_backlog, 1),
         socket_timeout_s=_number(
-            env, "SOCKET_TIMEOUT_S", float, defaults.socket_timeout_s, low=0.1
+            env, "SOCKET_TIMEOUT_S", float, d.socket_timeout_s, 0.1
         ),
-        state_timeout_s=_number(
-            env, "STATE_TIMEOUT_S", float, defaults.state_timeout_s, low=0.01
-        ),
-        max_backlog=_number(env, "MAX_BACKLOG", int, defaults.max_backlog, low=1),
-        log_level=log_level,
+        state_timeout_s=_number(env, "STATE_TIMEOUT_S", float, d.state_timeout_s, 0.01),
+        log_level=_log_level(env, d.log_level),
     )
+    _check_access(settings)
+    return settings
+
+
+def _check_access(settings: Settings) -> None:
+    """Without tokens the dispatcher refuses to start, unless told to run open, which
+    it does on loopback only."""
+    if settings.tokens:
+        return
+    if not settings.allow_anonymous:
+        raise SettingsError(
+            "DISPATCH_TOKENS or DISPATCH_TOKENS_FILE must give at least one token "
+            "(or set DISPATCH_ALLOW_ANONYMOUS=1 for a local run on loopback)"
+        )
+    if settings.host not in LOOPBACK:
+        raise SettingsError(
+            f"DISPATCH_ALLOW_ANONYMOUS=1 needs HOST on loopback "
+            f"({', '.join(LOOPBACK)}), got {settings.host!r}"
+        )
+
+
+def _tokens(env: Mapping[str, str]) -> tuple[str, ...]:
+    """DISPATCH_TOKENS (comma-separated) or DISPATCH_TOKENS_FILE (one a line)."""
+    path = env.get("DISPATCH_TOKENS_FILE")
+    if path:
+        text = _read(path, "DISPATCH_TOKENS_FILE")
+        tokens = [line.strip() for line in text.splitlines()]
+        name = "DISPATCH_TOKENS_FILE"
+    else:
+        tokens = [token.strip() for token in env.get("DISPATCH_TOKENS", "").split(",")]
+        name = "DISPATCH_TOKENS"
+    tokens = [token for token in tokens if token and not token.startswith("#")]
+    if any(len(token) < MIN_TOKEN_LENGTH for token in tokens):
+        # Never print a token, not even a weak one.
+        raise SettingsError(f"{name}: every token needs {MIN_TOKEN_LENGTH}+ characters")
+    return tuple(tokens)
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, default)
+    if not value.strip():
+        raise SettingsError(f"{name} must not be empty")
+    return value
+
+
+def _log_level(env: Mapping[str, str], default: str) -> str:
+    level = env.get("LOG_LEVEL", default).upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(
+            f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}"
+        )
+    return level
 
 
 def _number(
@@ -97,10 +162,12 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     path = env.get(f"{name}_FILE")
     if not path:
         return env.get(name) or None
+    return _read(path, f"{name}_FILE").strip() or None
+
+
+def _read(path: str, name: str) -> str:
     try:
         with open(path, encoding="utf-8") as secret:
-            return secret.read().strip() or None
+            return secret.read()
     except OSError as error:
-        raise SettingsError(
-            f"{name}_FILE: cannot read {path!r}: {error.strerror}"
-        ) from None
+        raise SettingsError(f"{name}: cannot read {path!r}: {error.strerror}") from None

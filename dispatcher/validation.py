@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.errors import InvalidPayloadError
+from dispatcher.publisher import encode_payload
 from dispatcher.settings import Settings
 
 FIELDS = ("task", "payloads", "num_messages", "delay")
@@ -19,7 +20,7 @@ ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 @dataclass(frozen=True, slots=True)
 class DispatchRequest:
     task: str
-    payloads: list[dict[str, Any]]
+    payloads: list[str]  # each one encoded once, here, as the entry's payload field
     delay_s: float
 
 
@@ -54,10 +55,10 @@ def parse_dispatch(body: Any, settings: Settings) -> DispatchRequest:
     if "payloads" in body:
         if "task" not in body:
             raise InvalidPayloadError("task", "is required with payloads")
-        payloads = _payloads(body["payloads"], settings.max_messages)
+        payloads = _payloads(body["payloads"], settings)
     else:
         count = _count(body["num_messages"], settings.max_messages)
-        payloads = [{"seq": seq} for seq in range(count)]
+        payloads = [encode_payload({"seq": seq}) for seq in range(count)]
     delay_s = _delay(body.get("delay", 0), len(payloads), settings.max_pacing_s)
     return DispatchRequest(_task(body.get("task", DEFAULT_TASK)), payloads, delay_s)
 
@@ -86,15 +87,40 @@ def _count(value: Any, limit: int) -> int:
     return int(value)
 
 
-def _payloads(value: Any, limit: int) -> list[dict[str, Any]]:
+def _payloads(value: Any, settings: Settings) -> list[str]:
+    """Each payload checked (an object, not too deep, not too large) and encoded."""
+    limit = settings.max_messages
     if not isinstance(value, list) or not 1 <= len(value) <= limit:
         raise InvalidPayloadError(
             "payloads", f"must be a list of 1 to {limit} JSON objects"
         )
+    encoded = []
     for index, payload in enumerate(value):
+        field = f"payloads[{index}]"
         if not isinstance(payload, dict):
-            raise InvalidPayloadError(f"payloads[{index}]", "must be a JSON object")
-    return value
+            raise InvalidPayloadError(field, "must be a JSON object")
+        if _deeper_than(payload, settings.max_payload_depth):
+            raise InvalidPayloadError(
+                field, f"nests objects and lists over {settings.max_payload_depth} deep"
+            )
+        text = encode_payload(payload)
+        if len(text) > settings.max_payload_bytes:
+            rule = f"is over {settings.max_payload_bytes} bytes as JSON"
+            raise InvalidPayloadError(field, rule, status=413)
+        encoded.append(text)
+    return encoded
+
+
+def _deeper_than(payload: dict[str, Any], limit: int) -> bool:
+    """Whether objects and lists nest more than `limit` levels (the payload is 1)."""
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack += [(c, depth + 1) for c in children if isinstance(c, dict | list)]
+    return False
 
 
 def _delay(value: Any, count: int, max_pacing_s: float) -> float:

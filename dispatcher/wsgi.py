@@ -18,9 +18,18 @@ def connect(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
     """A client that never retries on its own: a retried XADD whose reply was lost would
     write the batch twice, so a failure is answered 503 and the caller decides."""
     timeout_s = settings.socket_timeout_s if timeout_s is None else timeout_s
+    tls = {}
+    if settings.redis_url.startswith("rediss://"):  # certificates for TLS
+        tls = {
+            "ssl_ca_certs": settings.redis_ca_file,
+            "ssl_certfile": settings.redis_cert_file,
+            "ssl_keyfile": settings.redis_key_file,
+        }
     return redis.Redis.from_url(
         settings.redis_url,
+        username=settings.redis_username,
         password=settings.redis_password,
+        **tls,
         decode_responses=True,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,

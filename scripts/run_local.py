@@ -8,6 +8,8 @@ REDIS_URL (use that Redis instead of starting one), REDIS_PORT, RUN_DIR, and wha
 the services read themselves.
 """
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent dies
 STOP_GRACE_S = 70.0  # longer than the dispatcher's graceful timeout for paced requests
 Process = subprocess.Popen[bytes]
 
@@ -58,8 +61,16 @@ def wait_until(check: Callable[[], bool], what: str, stopping: threading.Event) 
 
 def start(command: list[str], env: dict[str, str]) -> Process:
     # A session of its own: Ctrl-C reaches only this script, which then stops the
-    # children in order (dispatcher, consumers, Redis) instead of all at once.
-    return subprocess.Popen(command, env=env, start_new_session=True)
+    # children in order (dispatcher, consumers, Redis) instead of all at once. And if
+    # this script dies without stopping them (SIGKILL), Linux sends them SIGTERM.
+    return subprocess.Popen(
+        command, env=env, start_new_session=True, preexec_fn=_terminate_with_parent
+    )
+
+
+def _terminate_with_parent() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_redis(run_dir: Path, port: int) -> Process:
@@ -130,6 +141,7 @@ def banner(
     return f"""
   Redis        {redis_url}   ({cli})
   Dispatcher   http://127.0.0.1:{port}   (metrics: http://127.0.0.1:{port}/metrics)
+               WITHOUT authentication (DISPATCH_ALLOW_ANONYMOUS=1), on loopback only
   Consumers    {workers} processes   (metrics: {metrics})
   Prometheus   {prometheus}
 
@@ -163,7 +175,9 @@ def start_stack(
         )
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         wait_until(lambda: redis_answers(redis_port), "redis-server", stopping)
+    # No tokens locally: the dispatcher runs open, which it allows on loopback only.
     dispatcher_env = {**env, "HOST": "127.0.0.1", "PORT": str(port)}
+    dispatcher_env["DISPATCH_ALLOW_ANONYMOUS"] = "1"
     stages.insert(0, [start([sys.executable, "-m", "dispatcher"], dispatcher_env)])
     wait_until(
         lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "dispatcher", stopping

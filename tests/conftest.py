@@ -1,11 +1,13 @@
 """Shared fixtures: a real redis-server per session (pytest-redis, free port), a clean
 database per test, and helpers to poll for a condition with a deadline."""
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+import psutil
 import pytest
 import redis
 
@@ -28,6 +30,15 @@ def require_tool(tool: str, package: str) -> str:
 
 def require_redis_server() -> None:
     require_tool("redis-server", "redis-server")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Kill what a failed or timed-out test left running (its teardown may not run)."""
+    yield
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from consumer import tasks as consumer_tasks
 from consumer.message import decode_payload
 from consumer.message import results_key as consumer_results_key
 from dispatcher import validation
-from dispatcher.publisher import publish
+from dispatcher.publisher import encode_payload, publish
 from dispatcher.publisher import results_key as dispatcher_results_key
 from tests.factories import make_worker
 
@@ -18,7 +18,7 @@ def test_contract_dispatcher_entries_read_back_by_the_consumer(r: redis.Redis) -
         {"path": "a.png"},
         {"nested": {"ok": True, "n": None}},
     ]
-    entry_ids = publish(r, "tasks", "resize", payloads)
+    entry_ids = publish(r, "tasks", "resize", [encode_payload(p) for p in payloads])
     messages = make_worker(r, {}).reader.read_new()
     assert [m.entry_id for m in messages] == entry_ids
     assert [m.task for m in messages] == ["resize", "resize"]

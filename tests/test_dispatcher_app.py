@@ -37,7 +37,8 @@ def unreachable() -> redis.Redis:
 
 
 def make_client(client: redis.Redis, **overrides: Any) -> FlaskClient:
-    return create_app(Settings(**overrides), client).test_client()
+    settings = Settings(**{"allow_anonymous": True, **overrides})
+    return create_app(settings, client).test_client()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import redis
 
 from dispatcher.app import create_app
 from dispatcher.backlog import backlog
-from dispatcher.publisher import publish
+from dispatcher.publisher import encode_payload, publish
 from dispatcher.settings import Settings
 from tests.factories import entries, entry_ids
 
@@ -26,7 +26,7 @@ def full_redis(r: redis.Redis) -> Iterator[redis.Redis]:
 
 def test_publish_writes_the_batch_in_order(r: redis.Redis) -> None:
     payloads = [{"n": n} for n in range(100)]
-    entry_ids = publish(r, "tasks", "demo", payloads)
+    entry_ids = publish(r, "tasks", "demo", [encode_payload(p) for p in payloads])
     written = entries(r)
     assert [entry_id for entry_id, _ in written] == entry_ids
     assert [json.loads(fields["payload"]) for _, fields in written] == payloads
@@ -34,14 +34,16 @@ def test_publish_writes_the_batch_in_order(r: redis.Redis) -> None:
 
 def test_publish_refused_by_redis_writes_nothing(full_redis: redis.Redis) -> None:
     with pytest.raises(redis.ResponseError):
-        publish(full_redis, "tasks", "demo", [{"n": n} for n in range(10)])
+        publish(
+            full_redis, "tasks", "demo", [encode_payload({"n": n}) for n in range(10)]
+        )
     full_redis.config_set("maxmemory", 0)
     assert full_redis.exists("tasks") == 0
 
 
 def test_backlog_is_lag_plus_pending_of_the_group(r: redis.Redis) -> None:
     assert backlog(r, "tasks", "workers") == 0  # no stream yet
-    publish(r, "tasks", "demo", [{}] * 4)
+    publish(r, "tasks", "demo", ["{}"] * 4)
     assert backlog(r, "tasks", "workers") == 4  # no group yet: every entry waits
     r.xgroup_create("tasks", "workers", "0")
     r.xreadgroup("workers", "c1", {"tasks": ">"}, count=3)
@@ -54,7 +56,7 @@ def test_backlog_is_lag_plus_pending_of_the_group(r: redis.Redis) -> None:
 def test_backlog_falls_back_to_xlen_when_redis_cannot_tell_the_lag(
     r: redis.Redis,
 ) -> None:
-    ids = publish(r, "tasks", "demo", [{}] * 3)
+    ids = publish(r, "tasks", "demo", ["{}"] * 3)
     r.xgroup_create("tasks", "workers", "0")
     r.xdel("tasks", ids[1])  # a deleted entry past the group's position: lag is NULL
     assert r.xinfo_groups("tasks")[0]["lag"] is None
@@ -62,7 +64,7 @@ def test_backlog_falls_back_to_xlen_when_redis_cannot_tell_the_lag(
 
 
 def test_dispatch_refuses_with_429_while_the_backlog_is_full(r: redis.Redis) -> None:
-    http = create_app(Settings(max_backlog=5), r).test_client()
+    http = create_app(Settings(max_backlog=5, allow_anonymous=True), r).test_client()
     assert http.post("/dispatch", json={"num_messages": 3}).status_code == 202
     refused = http.post("/dispatch", json={"num_messages": 3})
     assert refused.status_code == 429

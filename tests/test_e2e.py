@@ -46,6 +46,7 @@ def call(url: str, body: object | None = None) -> tuple[int, dict[str, Any]]:
 def start_dispatcher(redis_url: str, log_dir: Path) -> tuple[Service, str]:
     port = free_port()
     env = {"REDIS_URL": redis_url, "PORT": str(port), "HOST": "127.0.0.1"}
+    env["DISPATCH_ALLOW_ANONYMOUS"] = "1"  # loopback only; auth: test_security.py
     service = Service("dispatcher", env, log_dir / "dispatcher.log")
     base = f"http://127.0.0.1:{port}"
     eventually(lambda: http_ok(f"{base}/healthz"), timeout_s=20)
@@ -240,6 +241,7 @@ def test_e2e_dispatcher_with_several_processes_sums_its_metrics(
     port = free_port()
     env = {"REDIS_URL": redis_url, "PORT": str(port), "HOST": "127.0.0.1"}
     env |= {"HTTP_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    env["DISPATCH_ALLOW_ANONYMOUS"] = "1"
     service = Service("dispatcher", env, tmp_path / "dispatcher.log")
     base = f"http://127.0.0.1:{port}"
     try:

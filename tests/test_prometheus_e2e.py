@@ -89,6 +89,7 @@ def observed(
         client.flushdb()
         port, metrics = free_port(), [free_port(), free_port()]
         env = {"REDIS_URL": redis_url, "PORT": str(port), "HOST": "127.0.0.1"}
+        env["DISPATCH_ALLOW_ANONYMOUS"] = "1"
         services = [Service("dispatcher", env, tmp / "dispatcher.log")]
         for number, metrics_port in enumerate(metrics):
             consumer_env = {"REDIS_URL": redis_url, "METRICS_PORT": str(metrics_port)}

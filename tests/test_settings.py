@@ -66,12 +66,47 @@ def test_consumer_settings_refuse_bad_values_naming_the_variable(
         consumer_settings.from_env(env)
 
 
+TOKEN = "t0ken-of-sixteen-chars"
+
+
 def test_dispatcher_settings_defaults_and_environment() -> None:
-    assert dispatcher_settings.from_env({}).port == 8000
+    assert dispatcher_settings.from_env({"DISPATCH_TOKENS": TOKEN}).port == 8000
     s = dispatcher_settings.from_env(
-        {"PORT": "9000", "STREAM": "jobs", "MAX_MESSAGES": "5"}
+        {
+            "PORT": "9000",
+            "STREAM": "jobs",
+            "MAX_MESSAGES": "5",
+            "DISPATCH_TOKENS": TOKEN,
+        }
     )
     assert (s.port, s.stream, s.max_messages) == (9000, "jobs", 5)
+    assert s.dead_letter_stream == "jobs:dead"
+
+
+def test_dispatcher_needs_tokens_or_an_explicit_open_loopback_run() -> None:
+    with pytest.raises(dispatcher_errors.SettingsError, match="DISPATCH_TOKENS"):
+        dispatcher_settings.from_env({})
+    with pytest.raises(dispatcher_errors.SettingsError, match="needs HOST on loopback"):
+        dispatcher_settings.from_env({"DISPATCH_ALLOW_ANONYMOUS": "1"})  # 0.0.0.0
+    local = {"DISPATCH_ALLOW_ANONYMOUS": "1", "HOST": "127.0.0.1"}
+    assert dispatcher_settings.from_env(local).allow_anonymous
+
+
+def test_dispatcher_tokens_come_from_a_list_or_a_file_and_must_be_long(
+    tmp_path: Path,
+) -> None:
+    listed = dispatcher_settings.from_env(
+        {"DISPATCH_TOKENS": f" {TOKEN}, {TOKEN}-new ,"}
+    )
+    assert listed.tokens == (TOKEN, f"{TOKEN}-new")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# rotated 2026-11\n{TOKEN}\n\n{TOKEN}-new\n")
+    from_file = dispatcher_settings.from_env({"DISPATCH_TOKENS_FILE": str(tokens)})
+    assert from_file.tokens == (TOKEN, f"{TOKEN}-new")
+    with pytest.raises(dispatcher_errors.SettingsError) as refused:
+        dispatcher_settings.from_env({"DISPATCH_TOKENS": "short-secret"})
+    assert "16+ characters" in str(refused.value)
+    assert "short-secret" not in str(refused.value)  # never echo a token
 
 
 @pytest.mark.parametrize(
@@ -98,6 +133,7 @@ def test_settings_read_the_redis_password_from_a_mounted_file(
     secret = tmp_path / "password"
     secret.write_text("s3cret\n")
     env = {"REDIS_PASSWORD": "ignored", "REDIS_PASSWORD_FILE": str(secret)}
+    env |= {"DISPATCH_TOKENS": TOKEN}  # the dispatcher needs one to start
     assert service.from_env(env).redis_password == "s3cret"
     errors = (consumer_errors.SettingsError, dispatcher_errors.SettingsError)
     with pytest.raises(errors, match="REDIS_PASSWORD_FILE: cannot read"):
