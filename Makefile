@@ -20,14 +20,12 @@ $(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python3 -m venv failed: installing Debian's python3-venv"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
 $(TOOLS_STAMP): tools/checkov.lock
 	@$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install -q --upgrade pip
 	$(TOOLS)/bin/python -m pip install -q -r tools/checkov.lock
 	@touch $(TOOLS_STAMP)
 
@@ -68,6 +66,8 @@ lint: setup
 	$(PY) -m ruff format --check $(CODE)
 	$(PY) -m ruff check $(CODE)
 	$(PY) -m mypy
+	$(PY) -m bandit -q -c pyproject.toml -r dispatcher consumer scripts chaos bench
+	$(PY) scripts/audit_dependencies.py
 
 fmt: setup
 	$(PY) -m ruff format $(CODE)

@@ -132,7 +132,8 @@ def _first_202_after(run: Run, moment: float) -> float | None:
 
 def answered_503_while_down(run: Run) -> None:
     outage = run.report.notes["outage"]
-    assert isinstance(outage, tuple)
+    if not isinstance(outage, tuple):
+        raise TypeError(f"redis_kill noted no outage: {outage!r}")
     down, up = outage
     inside = [a for a in run.ledger.answers if a.started_s > down and a.ended_s < up]
     false_202 = [a for a in inside if a.status == "202"]

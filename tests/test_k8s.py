@@ -77,9 +77,12 @@ def test_kubectl_kustomize_renders_what_the_tests_check() -> None:
         [kubectl, "kustomize", str(K8S)], capture_output=True, text=True
     )
     assert rendered.returncode == 0, rendered.stderr
+    # kustomize suffixes generated ConfigMaps with a hash of their content
     names = {
-        (d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered.stdout)
-    }
+        (d["kind"], re.sub(r"-[a-z0-9]{10}$", "", d["metadata"]["name"]))
+        if d["kind"] == "ConfigMap" else (d["kind"], d["metadata"]["name"])
+        for d in yaml.safe_load_all(rendered.stdout)
+    }  # fmt: skip
     assert names == {(d["kind"], d["metadata"]["name"]) for d in DOCS}
 
 
@@ -101,7 +104,8 @@ def test_scaled_object_scales_the_consumers_on_the_group_lag() -> None:
         "spec"
     ]
     assert auth["secretTargetRef"] == [
-        {"parameter": "password", "name": "redis-auth", "key": "password"}
+        {"parameter": "username", "name": "redis-passwords", "key": "keda-username"},
+        {"parameter": "password", "name": "redis-passwords", "key": "keda"},
     ]
 
 
@@ -212,7 +216,7 @@ def test_every_pod_meets_the_restricted_profile(workload: Doc) -> None:
             "emptyDir",
             "persistentVolumeClaim",
         }
-    for spec in pod["containers"]:
+    for spec in pod["containers"] + pod.get("initContainers", []):
         context = spec["securityContext"]
         assert context["allowPrivilegeEscalation"] is False
         assert context["readOnlyRootFilesystem"] is True
@@ -222,6 +226,7 @@ def test_every_pod_meets_the_restricted_profile(workload: Doc) -> None:
             spec["resources"]["requests"]["cpu"]
             and spec["resources"]["limits"]["memory"]
         )
+    for spec in pod["containers"]:
         assert spec["readinessProbe"] and spec["livenessProbe"]
 
 
@@ -237,7 +242,7 @@ def test_redis_persists_every_write_never_evicts_and_needs_a_password() -> None:
         "appendfsync always",
         "maxmemory-policy noeviction",
     } <= set(conf)
-    assert "include /etc/redis-auth/redis-auth.conf" in conf
+    assert "aclfile /run/redis/users.acl" in conf
     assert "dir /data" in conf
     redis = find(DOCS, "StatefulSet", "redis")["spec"]
     mounts = {

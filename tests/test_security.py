@@ -1,0 +1,294 @@
+"""Security against real processes: Redis users of k8s/base/redis-acl (least privilege,
+checked with ACL DRYRUN and live), bearer tokens, no secret in any output, and TLS."""
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from chaos.processes import ROOT, RedisServer, Service, free_port
+from scripts.run_local import http_ok
+from tests.conftest import eventually, require_redis_server
+from tests.factories import drained
+
+pytestmark = pytest.mark.timeout(90)
+
+ACL_DIR = ROOT / "k8s" / "base" / "redis-acl"
+USERS = ("dispatcher", "consumer", "keda", "operator")
+TOKEN = "tok-" + "7" * 28
+ADMIN = "admin-only-in-this-test"
+
+# (user, command, allowed): what each role may and may not do.
+MATRIX = [
+    ("dispatcher", "XADD tasks * task demo payload {}", True),
+    ("dispatcher", "XINFO GROUPS tasks", True),
+    ("dispatcher", "HGET tasks:results:1 1-0", True),
+    ("dispatcher", "XLEN tasks:dead", True),
+    ("dispatcher", "XADD tasks:dead * a 1", False),
+    ("dispatcher", "XREADGROUP GROUP workers c COUNT 1 STREAMS tasks >", False),
+    ("dispatcher", "XACK tasks workers 1-0", False),
+    ("dispatcher", "HSET tasks:results:1 1-0 x", False),
+    ("dispatcher", "DEL tasks", False),
+    ("dispatcher", "FLUSHALL", False),
+    ("consumer", "XREADGROUP GROUP workers c COUNT 1 STREAMS tasks >", True),
+    ("consumer", "XACK tasks workers 1-0", True),
+    ("consumer", "XAUTOCLAIM tasks workers c 1000 0-0 COUNT 10", True),
+    ("consumer", "XCLAIM tasks workers c 0 1-0 JUSTID", True),
+    ("consumer", "XTRIM tasks MINID 1-0", True),
+    ("consumer", "HSET tasks:results:1 1-0 x", True),
+    ("consumer", "XADD tasks:dead * a 1", True),
+    ("consumer", "EVALSHA 0123 2 tasks tasks:dead workers 1-0", True),
+    ("consumer", "XADD tasks * task demo payload {}", False),
+    ("consumer", "XTRIM tasks:dead MAXLEN 0", False),
+    ("consumer", "XDEL tasks:dead 1-0", False),
+    ("consumer", "XGROUP DELCONSUMER tasks workers c", False),
+    ("consumer", "KEYS *", False),
+    ("consumer", "CONFIG SET appendonly no", False),
+    ("keda", "XINFO GROUPS tasks", True),
+    ("keda", "XPENDING tasks workers", True),
+    ("keda", "XADD tasks * a 1", False),
+    ("keda", "XRANGE tasks - +", False),
+    ("operator", "XRANGE tasks:dead - +", True),
+    ("operator", "XADD tasks * task demo payload {}", True),
+    ("operator", "XGROUP DELCONSUMER tasks workers c", True),
+    ("operator", "CONFIG GET appendonly", True),
+    ("operator", "FLUSHALL", False),
+    ("operator", "CONFIG SET appendonly no", False),
+    ("operator", "SHUTDOWN", False),
+    ("health", "PING", True),
+    ("health", "GET x", False),
+]
+
+
+def render_acl(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """users.acl with a password per role, as the Redis pod's init container does."""
+    passwords = {user: f"pw-{user}-{'x' * 20}" for user in USERS}
+    directory = tmp_path / "passwords"
+    directory.mkdir()
+    for user, password in passwords.items():
+        (directory / user).write_text(password)
+    rendered = tmp_path / "users.acl"
+    script = ACL_DIR / "render-acl.sh"
+    subprocess.run(
+        ["sh", str(script), str(ACL_DIR / "users.acl"), str(directory), str(rendered)],
+        check=True,
+    )
+    return rendered, passwords
+
+
+@pytest.fixture
+def acl_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, dict[str, str]]]:
+    require_redis_server()
+    rendered, passwords = render_acl(tmp_path)
+    with rendered.open("a") as acl:  # a test-only admin, to run ACL DRYRUN
+        acl.write(f"user admin on >{ADMIN} ~* &* +@all\n")
+    server = RedisServer(tmp_path / "redis", extra=["--aclfile", str(rendered)])
+    server.start()
+    yield server, passwords
+    server.kill()
+
+
+def as_user(server: RedisServer, user: str, password: str) -> redis.Redis:
+    return redis.Redis(
+        port=server.port, username=user, password=password, decode_responses=True
+    )
+
+
+def test_rendered_acl_holds_hashes_never_passwords(tmp_path: Path) -> None:
+    rendered, passwords = render_acl(tmp_path)
+    text = rendered.read_text()
+    assert not any(password in text for password in passwords.values())
+    assert text.count(" on #") == len(USERS)
+    assert "user default off" in text
+
+
+def test_acl_dryrun_matrix_of_every_role(
+    acl_redis: tuple[RedisServer, dict[str, str]],
+) -> None:
+    server, _ = acl_redis
+    with as_user(server, "admin", ADMIN) as admin:
+        for user, command, allowed in MATRIX:
+            answer = admin.execute_command("ACL", "DRYRUN", user, *command.split())
+            assert (answer == "OK") is allowed, (user, command, answer)
+
+
+def test_default_user_is_off_and_roles_are_refused_live(
+    acl_redis: tuple[RedisServer, dict[str, str]],
+) -> None:
+    server, passwords = acl_redis
+    with (
+        redis.Redis(port=server.port) as anonymous,
+        pytest.raises(redis.AuthenticationError),
+    ):
+        anonymous.ping()
+    with as_user(server, "consumer", passwords["consumer"]) as consumer:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            consumer.xadd("tasks", {"task": "demo", "payload": "{}"})
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            consumer.delete("tasks:dead")
+    with as_user(server, "dispatcher", passwords["dispatcher"]) as dispatcher:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            dispatcher.xadd("tasks:dead", {"forged": "dead letter"})
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            dispatcher.flushall()
+
+
+def post(url: str, body: object, token: str | None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_services_work_end_to_end_with_their_own_users_and_leak_no_secret(
+    acl_redis: tuple[RedisServer, dict[str, str]], tmp_path: Path
+) -> None:
+    server, passwords = acl_redis
+    secrets = {**passwords, "token": TOKEN}
+    files = tmp_path / "files"
+    files.mkdir()
+    for name, value in secrets.items():
+        (files / name).write_text(value + "\n")
+    port, metrics_port = free_port(), free_port()
+    common = {"REDIS_URL": server.url, "LOG_LEVEL": "DEBUG"}
+    dispatcher = Service("dispatcher", common | {
+        "PORT": str(port), "HOST": "127.0.0.1", "REDIS_USERNAME": "dispatcher",
+        "REDIS_PASSWORD_FILE": str(files / "dispatcher"),
+        "DISPATCH_TOKENS_FILE": str(files / "token"),
+    }, tmp_path / "dispatcher.log")  # fmt: skip
+    consumer = Service("consumer", common | {
+        "REDIS_USERNAME": "consumer", "REDIS_PASSWORD_FILE": str(files / "consumer"),
+        "METRICS_PORT": str(metrics_port), "TASK_MODULES": "tests.e2e_tasks",
+        "MAX_DELIVERIES": "1",
+    }, tmp_path / "consumer.log")  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    bodies: list[bytes] = []
+    try:
+        eventually(lambda: http_ok(f"{base}/healthz"), timeout_s=30)
+        for token in (None, "wrong-token-of-enough-length", TOKEN[:-1]):
+            status, body = post(f"{base}/dispatch", {"num_messages": 1}, token)
+            assert status == 401
+            bodies.append(body)
+        status, body = post(f"{base}/dispatch", {"num_messages": 3}, TOKEN)
+        assert status == 202
+        status, failed = post(
+            f"{base}/dispatch", {"task": "explode", "payloads": [{}]}, TOKEN
+        )
+        assert status == 202
+        bodies += [body, failed]
+        with as_user(server, "operator", passwords["operator"]) as operator:
+            eventually(lambda: drained(operator, 4), timeout_s=30)
+            assert operator.xlen("tasks:dead") == 1
+        entry_id = json.loads(body)["entry_ids"][0]
+        request = urllib.request.Request(f"{base}/results/{entry_id}")
+        request.add_header("Authorization", f"Bearer {TOKEN}")
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert json.loads(answer.read())["result"] == {"seq": 0}
+        assert post(f"{base}/results/{entry_id}", {}, None)[0] in (401, 405)
+        for url in (f"{base}/metrics", f"http://127.0.0.1:{metrics_port}/metrics"):
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                bodies.append(answer.read())
+        assert b"dispatcher_unauthorized_requests_total 3.0" in bodies[-2]
+    finally:
+        dispatcher.stop()
+        consumer.stop()
+    outputs = [
+        dispatcher.log_text(),
+        consumer.log_text(),
+        *(b.decode() for b in bodies),
+    ]
+    for name, secret in secrets.items():
+        assert not any(secret in output for output in outputs), (
+            f"the {name} secret leaked"
+        )
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, by openssl."""
+    names = ("ca.key", "ca.crt", "server.key", "server.crt", "client.key", "client.crt")
+    paths = {name: directory / name for name in names}
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=test-ca", "-keyout", str(paths["ca.key"]),
+            "-out", str(paths["ca.crt"]))  # fmt: skip
+    for who in ("server", "client"):
+        csr = directory / f"{who}.csr"
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}",
+                "-keyout", str(paths[f"{who}.key"]), "-out", str(csr))  # fmt: skip
+        extensions = directory / f"{who}.ext"
+        extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        signed = str(paths[f"{who}.crt"])
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(paths["ca.crt"]),
+                "-CAkey", str(paths["ca.key"]), "-CAcreateserial", "-days", "1",
+                "-extfile", str(extensions), "-out", signed)  # fmt: skip
+    return paths
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, dict[str, Path]]]:
+    require_redis_server()
+    certs = make_certificates(tmp_path)
+    server = RedisServer(tmp_path / "redis")
+    server.extra = ["--port", "0", "--tls-port", str(server.port),
+                    "--tls-cert-file", str(certs["server.crt"]),
+                    "--tls-key-file", str(certs["server.key"]),
+                    "--tls-ca-cert-file", str(certs["ca.crt"]),
+                    "--tls-auth-clients", "yes"]  # fmt: skip
+    try:
+        server.start()
+    except TimeoutError:
+        pytest.fail(
+            "this redis-server does not speak TLS (built without BUILD_TLS=yes)"
+        )
+    server.url = f"rediss://127.0.0.1:{server.port}/0"
+    yield server, certs
+    server.kill()
+
+
+def test_both_services_talk_to_redis_over_tls_with_a_client_certificate(
+    tls_redis: tuple[RedisServer, dict[str, Path]], tmp_path: Path
+) -> None:
+    server, certs = tls_redis
+    tls = {
+        "REDIS_URL": server.url,
+        "REDIS_CA_FILE": str(certs["ca.crt"]),
+        "REDIS_CERT_FILE": str(certs["client.crt"]),
+        "REDIS_KEY_FILE": str(certs["client.key"]),
+    }
+    port = free_port()
+    local = {"PORT": str(port), "HOST": "127.0.0.1", "DISPATCH_ALLOW_ANONYMOUS": "1"}
+    dispatcher = Service("dispatcher", tls | local, tmp_path / "dispatcher.log")
+    consumer = Service(
+        "consumer", tls | {"METRICS_PORT": "0"}, tmp_path / "consumer.log"
+    )
+    client = redis.Redis.from_url(
+        server.url,
+        ssl_ca_certs=str(certs["ca.crt"]),
+        ssl_certfile=str(certs["client.crt"]),
+        ssl_keyfile=str(certs["client.key"]),
+        decode_responses=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        eventually(lambda: http_ok(f"{base}/readyz"), timeout_s=30)
+        assert post(f"{base}/dispatch", {"num_messages": 5}, None)[0] == 202
+        eventually(lambda: drained(client, 5), timeout_s=30)
+        with pytest.raises(redis.ConnectionError):  # no client certificate: refused
+            redis.Redis.from_url(server.url, ssl_ca_certs=str(certs["ca.crt"])).ping()
+    finally:
+        client.close()
+        dispatcher.stop()
+        consumer.stop()
