@@ -1,4 +1,4 @@
-"""The dependency audit fails on a known vulnerability and names what it cannot check."""
+"""The dependency audit fails on a known vulnerability, names what it cannot check."""
 
 from scripts.audit_dependencies import summarize
 
