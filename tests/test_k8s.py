@@ -324,4 +324,10 @@ def test_dockerfile_passes_hadolint_and_builds_a_lean_non_root_image(
 def test_dockerignore_keeps_the_context_to_what_the_images_copy() -> None:
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("**")] == "**"
-    assert {"!requirements.lock", "!dispatcher/", "!consumer/"} <= set(lines)
+    assert {"!requirements.lock", "!dispatcher/", "!consumer/", "!cli/"} <= set(lines)
+
+
+def test_consumer_image_carries_the_pipeline_command() -> None:
+    text = (ROOT / "consumer" / "Dockerfile").read_text()
+    assert "COPY cli /app/cli" in text
+    assert 'exec python -m cli "$@"' in text and "/opt/venv/bin/pipeline" in text

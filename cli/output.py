@@ -1,0 +1,55 @@
+"""Printing: tables for people (rich), JSON for scripts."""
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def as_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Console
+) -> None:
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*("-" if cell is None else str(cell) for cell in row))
+    console.print(grid)
+
+
+def status(data: dict[str, Any], console: Console) -> None:
+    facts = [
+        ("stream", f"{data['stream']} ({data['length']} entries)"),
+        ("group", data["group"]),
+        (
+            "lag (never delivered)",
+            "unknown (NULL)" if data["lag"] is None else data["lag"],
+        ),
+        ("pending (delivered, not acked)", data["pending"]),
+        ("oldest pending", duration(data["oldest_pending_age_s"])),
+        ("oldest undelivered", duration(data["oldest_undelivered_age_s"])),
+        ("dead letters", data["dead_letters"]),
+        ("redis", data["redis_version"]),
+    ]
+    facts += [(name, value) for name, value in data["persistence"].items()]
+    table("Pipeline", ("", ""), facts, console)
+    rows = [(c["name"], c["pending"], duration(c["idle_s"])) for c in data["consumers"]]
+    table("Consumers", ("consumer", "pending", "idle"), rows, console)
+    for warning in data["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {warning}")

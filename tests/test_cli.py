@@ -1,0 +1,265 @@
+"""`pipeline`, the operator's command line, against a real Redis in a known state: what
+it prints and what it leaves behind."""
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.typing import EncodableT, FieldT
+
+from chaos.processes import ROOT, RedisServer, Service, free_port
+from cli.__main__ import main
+from cli.replies import entries
+from scripts.run_local import http_ok
+from tests.conftest import eventually, require_redis_server
+from tests.factories import (
+    DEAD,
+    GROUP,
+    STREAM,
+    add_entry,
+    deliver_to,
+    make_worker,
+    pending,
+)
+
+TOKEN = "cli-token-" + "k" * 20
+
+
+@pytest.fixture
+def env(redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
+    """The services' environment, pointed at the test Redis; wide tables."""
+    for name, value in {"REDIS_URL": redis_url, "STREAM": STREAM, "GROUP": GROUP,
+                        "CLAIM_IDLE_MS": "1000", "COLUMNS": "200"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    return r
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def as_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def dead_letter(r: redis.Redis, task: str, error: str, payload: object) -> str:
+    """A dead letter as the consumer writes one (the original fields and four more)."""
+    fields: dict[FieldT, EncodableT] = {"task": task, "payload": json.dumps(payload)}
+    fields |= {
+        "source_id": "1-0",
+        "error": error,
+        "deliveries": "5",
+        "consumer": "pod-x",
+    }
+    dead_id = r.xadd(DEAD, fields)
+    assert isinstance(dead_id, str)
+    return dead_id
+
+
+def test_status_shows_the_group_consumers_and_warnings(
+    env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_worker(env, {})
+    [add_entry(env, "demo") for _ in range(3)]
+    deliver_to(env, "pod-a", count=1)
+    dead_letter(env, "resize", "RuntimeError: boom", {"x": 1})
+    data = as_json(capsys, "status")
+    assert (data["length"], data["lag"], data["pending"]) == (3, 2, 1)
+    assert {c["name"]: c["pending"] for c in data["consumers"]} == {"pod-a": 1}
+    assert data["dead_letters"] == 1
+    assert data["persistence"]["appendonly"] == "no"  # the test Redis keeps nothing
+    assert any("appendonly is off" in warning for warning in data["warnings"])
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    assert "pod-a" in out and "warning: appendonly is off" in out
+
+
+def test_pending_lists_oldest_first_and_says_which_are_claimable(
+    env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_worker(env, {})
+    ids = [add_entry(env, "demo") for _ in range(3)]
+    deliver_to(env, "pod-a", count=2)
+    deliver_to(env, "pod-b", count=1)
+    env.xclaim(STREAM, GROUP, "pod-a", 0, [ids[0]], idle=5000, justid=True)
+    rows = as_json(capsys, "pending")
+    assert [row["entry_id"] for row in rows] == ids
+    assert [row["past_claim_idle"] for row in rows] == [True, False, False]
+    assert [
+        r["entry_id"] for r in as_json(capsys, "pending", "--consumer", "pod-b")
+    ] == ids[2:]
+    stale = as_json(capsys, "pending", "--min-idle-ms", "4000")
+    assert [row["entry_id"] for row in stale] == ids[:1]
+
+
+def test_dead_list_and_show_filter_and_parse(
+    env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boom = dead_letter(env, "resize", "RuntimeError: boom", {"x": 1})
+    dead_letter(env, "crop", "unknown task 'crop'", {"y": 2})
+    assert [
+        d["dead_id"] for d in as_json(capsys, "dead", "list", "--task", "resize")
+    ] == [boom]
+    assert len(as_json(capsys, "dead", "list", "--error", "UNKNOWN")) == 1
+    shown = as_json(capsys, "dead", "show", boom)
+    assert (shown["payload"], shown["deliveries"], shown["error"]) == (
+        {"x": 1},
+        "5",
+        "RuntimeError: boom",
+    )
+    code, _, err = run(capsys, "dead", "show", "1-1")
+    assert code == 2 and "no dead letter 1-1" in err
+
+
+def test_dead_replay_moves_each_letter_once_with_a_fresh_delivery_count(
+    env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_worker(env, {})  # the group exists
+    boom = dead_letter(env, "resize", "RuntimeError: boom", {"x": 1})
+    before = env.xlen(STREAM)
+    code, out, _ = run(capsys, "dead", "replay", boom, "--dry-run")
+    assert code == 0 and boom in out and env.xlen(DEAD) == 1  # nothing moved
+    [moved] = as_json(capsys, "dead", "replay", boom)
+    assert env.xlen(DEAD) == 0 and env.xlen(STREAM) == before + 1
+    [(_, fields)] = entries(env.xrange(STREAM, moved["entry_id"], moved["entry_id"]))
+    assert fields == {
+        "task": "resize",
+        "payload": '{"x": 1}',
+    }  # the dead-letter fields gone
+    assert (
+        as_json(capsys, "dead", "replay", "--all") == []
+    )  # a second replay moves nothing
+    deliver_to(env, "pod-z")
+    [row] = [p for p in pending(env) if p["message_id"] == moved["entry_id"]]
+    assert row["times_delivered"] == 1
+
+
+def test_dead_purge_asks_first_unless_told_yes(
+    env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead_letter(env, "resize", "RuntimeError: boom", {"x": 1})
+    code, _, err = run(capsys, "dead", "purge", "--all")
+    assert code == 2 and "--yes" in err and env.xlen(DEAD) == 1
+    assert as_json(capsys, "dead", "purge", "--all", "--yes") == {"purged": 1}
+    assert env.xlen(DEAD) == 0
+    code, _, err = run(capsys, "dead", "purge")
+    assert code == 2 and "say which dead letters" in err
+
+
+def test_consumers_prune_never_deletes_a_consumer_with_pending_entries(
+    env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_worker(env, {})
+    ids = [add_entry(env, "demo") for _ in range(2)]
+    deliver_to(env, "gone-idle", count=1)
+    env.xack(STREAM, GROUP, ids[0])
+    deliver_to(env, "gone-busy", count=1)
+    listed = as_json(capsys, "consumers", "prune", "--idle-ms", "0", "--dry-run")
+    assert [c["name"] for c in listed] == ["gone-idle"]
+    pruned = as_json(capsys, "consumers", "prune", "--idle-ms", "0")
+    assert pruned == {"pruned": ["gone-idle"]}
+    # gone-busy holds an entry: deleting it would lose that entry for good
+    assert {c["name"] for c in env.xinfo_consumers(STREAM, GROUP)} == {"gone-busy"}
+
+
+@pytest.fixture
+def dispatcher(env: redis.Redis, redis_url: str, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # fmt: skip
+    port = free_port()
+    service = Service("dispatcher", {
+        "REDIS_URL": redis_url, "PORT": str(port), "HOST": "127.0.0.1",
+        "DISPATCH_TOKENS": TOKEN, "MAX_PAYLOAD_BYTES": "200",
+    }, tmp_path / "dispatcher.log")  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    eventually(lambda: http_ok(f"{url}/healthz"), timeout_s=30)
+    monkeypatch.setenv("DISPATCHER_URL", url)
+    monkeypatch.setenv("DISPATCH_TOKEN", TOKEN)
+    yield url
+    service.stop()
+
+
+def test_dispatch_sends_a_file_in_batches_reports_refusals_and_resumes(
+    dispatcher: str,
+    env: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    lines = [json.dumps({"n": n}) for n in range(250)]
+    lines[30] = "[not an object]"
+    lines[120] = json.dumps({"n": 120, "blob": "x" * 300})  # over MAX_PAYLOAD_BYTES
+    payloads = tmp_path / "work.jsonl"
+    payloads.write_text("\n".join(lines) + "\n")
+    code, out, _ = run(capsys, "dispatch", "demo", "--payloads", str(payloads),
+                       "--batch", "50", "--json")  # fmt: skip
+    summary = json.loads(out[out.index("{") :])
+    assert code == 1  # some lines were refused
+    assert (summary["sent"], summary["refused"]) == (250, 1 + 50)
+    assert summary["accepted"] == env.xlen(STREAM) == 199
+    assert any(
+        reason.startswith("line 31: not a JSON object") for reason in summary["reasons"]
+    )
+    assert any(reason.startswith("line 121:") for reason in summary["reasons"])
+    assert (tmp_path / "work.jsonl.progress").read_text().strip() == "250"
+    payloads.write_text(payloads.read_text() + json.dumps({"n": 250}) + "\n")
+    code, out, _ = run(
+        capsys, "dispatch", "demo", "--payloads", str(payloads), "--json"
+    )
+    resumed = json.loads(out[out.index("{") :])
+    assert (resumed["skipped (resumed)"], resumed["accepted"]) == (250, 1)
+
+
+def test_dispatch_with_a_wrong_token_stops_with_one_line(
+    dispatcher: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("DISPATCH_TOKEN", "wrong-" + TOKEN)
+    payloads = tmp_path / "one.jsonl"
+    payloads.write_text('{"n": 1}\n')
+    code, _, err = run(capsys, "dispatch", "demo", "--payloads", str(payloads))
+    assert code == 2 and "refused the token" in err
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (
+            {"REDIS_URL": "redis://127.0.0.1:{closed}/0"},
+            "cannot reach Redis at 127.0.0.1:",
+        ),
+        (
+            {"REDIS_PASSWORD": "wrong"},
+            "Redis refused user default: check REDIS_USERNAME",
+        ),
+        ({"GROUP": "nobody"}, "no group 'nobody' on stream"),
+    ],
+)
+def test_errors_are_one_line_and_a_nonzero_exit(
+    tmp_path: Path, setup: dict[str, str], expected: str
+) -> None:
+    require_redis_server()
+    server = RedisServer(tmp_path / "redis", extra=["--requirepass", "right-password"])
+    server.start()
+    try:
+        with redis.Redis(port=server.port, password="right-password") as client:
+            client.xgroup_create(STREAM, GROUP, "0", mkstream=True)
+        env = {
+            "REDIS_URL": server.url,
+            "REDIS_PASSWORD": "right-password",
+            "PATH": "/usr/bin:/bin",
+        }
+        env |= {k: v.format(closed=free_port()) for k, v in setup.items()}
+        done = subprocess.run([str(ROOT / ".venv" / "bin" / "pipeline"), "status"],
+                              env=env, capture_output=True, text=True)  # fmt: skip
+    finally:
+        server.kill()
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"pipeline: {expected}"), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
