@@ -12,17 +12,22 @@ from cli.settings import CliError, Settings, connect
 
 
 def run_status(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Once, or with --watch every few seconds until Ctrl-C (which ends it cleanly)."""
     client = connect(settings)
-    while True:
-        data = state.status(client, settings)
-        if args.json:
-            output.as_json(data)
-        else:
-            console.clear() if args.watch else None
-            output.status(data, console)
-        if not args.watch:
-            return 0
-        time.sleep(args.watch)
+    try:
+        while True:
+            data = state.status(client, settings)
+            if args.json:
+                output.as_json(data)
+            else:
+                if args.watch:
+                    console.clear()
+                output.status(data, console)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
 
 
 def run_pending(args: argparse.Namespace, settings: Settings, console: Console) -> int:

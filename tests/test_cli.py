@@ -82,6 +82,26 @@ def test_status_shows_the_group_consumers_and_warnings(
     assert "pod-a" in out and "warning: appendonly is off" in out
 
 
+def test_status_watch_refreshes_until_ctrl_c(
+    env: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_worker(env, {})
+    add_entry(env, "demo")
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise KeyboardInterrupt  # the operator presses Ctrl-C
+
+    monkeypatch.setattr("cli.commands.time.sleep", sleep)
+    code, out, _ = run(capsys, "status", "--watch", "0.5", "--json")
+    assert code == 0 and pauses == [0.5, 0.5]
+    assert out.count('"stream": "tasks"') == 2  # refreshed once before Ctrl-C
+
+
 def test_pending_lists_oldest_first_and_says_which_are_claimable(
     env: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
