@@ -24,9 +24,16 @@ def pending_of(run: Run, consumer: str | None = None) -> set[str]:
 
 
 def busiest(run: Run) -> str:
-    """The live consumer holding the most entries (one mid-batch, if any is)."""
-    live = sorted(run.stack.live_consumers())
-    return max(live, key=lambda name: len(pending_of(run, name)))
+    """The live consumer holding the most entries. Waits (up to 2 s) for one to hold
+    some, so that a fault hits a consumer mid-batch rather than an idle one."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        live = sorted(run.stack.live_consumers())
+        holding = {name: len(pending_of(run, name)) for name in live}
+        victim = max(live, key=lambda name: holding[name])
+        if holding[victim] or time.monotonic() > deadline:
+            return victim
+        time.sleep(0.002)
 
 
 def recovered(run: Run, held: set[str], timeout_s: float) -> float | None:
@@ -46,8 +53,8 @@ def kill_consumers(run: Run, kills: int, every_s: float) -> None:
     for _ in range(kills):
         run.wait(every_s)
         victim = busiest(run)
-        held = pending_of(run, victim)
         run.stack.consumers[victim].signal(signal.SIGKILL)
+        held = pending_of(run, victim)  # read after the kill: nothing can change it now
         recovery = recovered(run, held, timeout_s=15)
         per_kill.append((len(held), None if recovery is None else round(recovery, 2)))
         if recovery is None:
@@ -69,10 +76,10 @@ def duplicates_bounded_by_what_kills_held(run: Run) -> None:
 
 def sigstop(run: Run) -> None:
     run.wait(1.0)
-    victim = busiest(run)
+    victim, held = _pause_a_holder(run)
     service = run.stack.consumers[victim]
-    held = pending_of(run, victim)
-    service.signal(signal.SIGSTOP)
+    if not held:
+        run.problem(f"{victim} held nothing when paused: the takeover was not tested")
     takeover = recovered(run, held, timeout_s=CLAIM_IDLE_S * 5)
     run.wait(max(0.0, CLAIM_IDLE_S * 2.5 - (takeover or 0)))
     service.signal(signal.SIGCONT)
@@ -86,6 +93,21 @@ def sigstop(run: Run) -> None:
         for line in run.stack.log_text(victim).splitlines()
         if "late acks" in line
     )
+
+
+def _pause_a_holder(run: Run) -> tuple[str, set[str]]:
+    """SIGSTOP a consumer caught holding entries (read after the stop, so they are the
+    ones it really holds); a consumer caught between batches is let go and retried."""
+    for _ in range(50):
+        victim = busiest(run)
+        service = run.stack.consumers[victim]
+        service.signal(signal.SIGSTOP)
+        held = pending_of(run, victim)
+        if held:
+            return victim, held
+        service.signal(signal.SIGCONT)
+        run.wait(0.02)
+    return victim, set()
 
 
 def rolling_restart(run: Run) -> None:
@@ -239,7 +261,8 @@ LONG: Mix = steady("chaos.work", 1, CLAIM_IDLE_S * 2.5)
 
 SCENARIOS = [
     Scenario("sigkill", sigkill, duplicates_bounded_by_what_kills_held),
-    Scenario("sigstop", sigstop),
+    # Tasks of 20 ms: the paused consumer is caught holding a batch, not between two.
+    Scenario("sigstop", sigstop, mix=steady("chaos.work", 10, 0.02), rate_per_s=150),
     Scenario("rolling-restart", rolling_restart, no_duplicates),
     Scenario("redis-kill", redis_kill, answered_503_while_down),
     Scenario("redis-stall", redis_stall),
