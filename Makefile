@@ -9,7 +9,7 @@ TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 IMAGE_TAG ?= dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-CODE := dispatcher consumer cli chaos bench tests scripts
+CODE := pipeline_core dispatcher consumer cli harness chaos bench tests scripts
 
 .PHONY: setup redis-server prometheus run test lint fmt chaos bench images lock clean
 
@@ -42,7 +42,7 @@ prometheus:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
 
 run: setup
-	$(PY) scripts/run_local.py
+	$(PY) -m harness
 
 test: lint
 	$(PY) -m pytest -q
@@ -66,7 +66,7 @@ lint: setup
 	$(PY) -m ruff format --check $(CODE)
 	$(PY) -m ruff check $(CODE)
 	$(PY) -m mypy
-	$(PY) -m bandit -q -c pyproject.toml -r dispatcher consumer cli scripts chaos bench
+	$(PY) -m bandit -q -c pyproject.toml -r pipeline_core dispatcher consumer cli harness scripts chaos bench
 	$(PY) scripts/audit_dependencies.py
 
 fmt: setup

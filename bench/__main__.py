@@ -13,8 +13,12 @@ from pathlib import Path
 import redis
 
 from bench import measure, raw
-from chaos.processes import RedisServer, Service, free_port, wait_for
-from scripts.run_local import http_ok
+from harness.processes import Service, free_port, http_ok, wait_for
+from harness.redis_server import RedisServer
+
+# The raw limit and the pipeline measured on one Redis with AOF, fsync once a second.
+EVERYSEC = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--maxmemory-policy", "noeviction")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def run_once(size: Size, workdir: Path, results: Results) -> None:
-    server = RedisServer(workdir / "redis", fsync="everysec")
+    server = RedisServer(workdir / "redis", EVERYSEC)
     server.start()
     client = server.client()
     port = free_port()

@@ -5,7 +5,7 @@ entries it reads *before* running them (at-most-once), so a kill loses work.
 import os
 import sys
 
-from consumer.__main__ import connect
+from consumer.__main__ import connect_consumer
 from consumer.message import read_entries, to_messages
 from consumer.settings import from_env
 from consumer.tasks import TASKS, bind_task, load_task_modules
@@ -15,18 +15,17 @@ from consumer.worker import Worker
 def main() -> int:
     settings = from_env(os.environ)
     load_task_modules(settings.task_modules)
-    client = connect(settings)
+    client = connect_consumer(settings)
     Worker(client, settings, TASKS).ensure_group()
     while True:
+        q = settings.queue
         reply = client.xreadgroup(
-            settings.group, settings.consumer_name, {settings.stream: ">"},
+            q.group, settings.consumer_name, {q.stream: ">"},
             settings.batch_size, settings.block_ms,
         )  # fmt: skip
         messages = to_messages(read_entries(reply), deliveries=1)
         if messages:
-            client.xack(
-                settings.stream, settings.group, *(m.entry_id for m in messages)
-            )
+            client.xack(q.stream, q.group, *(m.entry_id for m in messages))
         for message in messages:
             bind_task(TASKS, message)()  # the broken order: acked already
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 
 from chaos.load import Ledger
-from consumer.message import to_messages
+from pipeline_core.wire import stream_entries
 
 
 @dataclass
@@ -63,9 +63,9 @@ def run_times(record_dir: Path, prefix: str) -> list[float]:
 def read_dead_letters(client: redis.Redis, dead_stream: str) -> dict[str, list[int]]:
     """Token -> the `deliveries` of each of its dead letters."""
     dead: dict[str, list[int]] = {}
-    for letter in to_messages(client.xrange(dead_stream), 0):
-        token = json.loads(letter.fields["payload"])["token"]
-        dead.setdefault(token, []).append(int(letter.fields["deliveries"]))
+    for _dead_id, fields in stream_entries(client.xrange(dead_stream)):
+        token = json.loads(fields["payload"])["token"]
+        dead.setdefault(token, []).append(int(fields["deliveries"]))
     return dead
 
 

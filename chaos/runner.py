@@ -9,9 +9,11 @@ import redis
 
 from chaos.checker import Report, check, drained, read_dead_letters, read_runs
 from chaos.load import Ledger, Load, Mix, steady
-from chaos.processes import wait_for
 from chaos.sampler import Sampler
-from chaos.stack import DEAD, GROUP, STREAM, Stack
+from chaos.stack import DEAD, GROUP, STREAM, chaos_stack, record_dir
+from harness.processes import wait_for
+from harness.redis_server import RedisServer
+from harness.stack import Stack
 
 WORK = steady("chaos.work", 10, 0.005)  # 10 entries a request, 5 ms of work each
 
@@ -21,11 +23,16 @@ class Run:
     """What a scenario's fault injection and checks work with."""
 
     stack: Stack
+    server: RedisServer  # the stack's own Redis, to kill and pause
     load: Load
     client: redis.Redis
     report: Report
     quick: bool
     ledger: Ledger = field(default_factory=Ledger)
+
+    @property
+    def record_dir(self) -> Path:
+        return record_dir(self.stack.workdir)
 
     def wait(self, seconds: float) -> None:
         """Let the load run on for a while (the one sleep: it is the workload)."""
@@ -51,7 +58,7 @@ class Scenario:
 
 
 def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
-    stack = Stack(
+    stack = chaos_stack(
         workdir,
         scenario.consumers,
         scenario.consumer_env,
@@ -61,6 +68,8 @@ def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
     report = Report(scenario.name)
     try:
         stack.start()
+        if stack.redis is None:
+            raise TypeError("chaos_stack starts a Redis of its own")
         with stack.redis.client() as client:
             _load_and_check(scenario, stack, client, report, quick)
     finally:
@@ -73,7 +82,9 @@ def _load_and_check(
 ) -> None:
     sampler = Sampler(client, STREAM).start()
     load = Load(stack.base_url, scenario.rate_per_s, scenario.mix).start()
-    run = Run(stack, load, client, report, quick)
+    if stack.redis is None:
+        raise TypeError("chaos_stack starts a Redis of its own")
+    run = Run(stack, stack.redis, load, client, report, quick)
     try:
         scenario.inject(run)
     finally:
@@ -85,7 +96,7 @@ def _load_and_check(
         sampler.peak_memory_bytes,
     )
     check(
-        report, run.ledger, read_runs(stack.record_dir), read_dead_letters(client, DEAD)
+        report, run.ledger, read_runs(run.record_dir), read_dead_letters(client, DEAD)
     )
     scenario.verify(run)
     report.notes["statuses"] = dict(run.ledger.statuses())

@@ -10,6 +10,7 @@ from chaos.checker import read_dead_letters, read_runs, run_times
 from chaos.load import Mix, steady
 from chaos.runner import Run, Scenario
 from chaos.stack import CLAIM_IDLE_MS, DEAD, GROUP, STREAM
+from harness.processes import wait_for
 
 CLAIM_IDLE_S = CLAIM_IDLE_MS / 1000
 MAX_DELIVERIES = 3
@@ -116,6 +117,7 @@ def rolling_restart(run: Run) -> None:
     for generation in range(1, 2 if run.quick else 4):
         for name in sorted(run.stack.live_consumers()):
             run.stack.start_consumer(f"{name.split('-')[0]}-v{generation}")
+            wait_for(run.stack.consumers_connected, timeout_s=30)  # it is ready
             run.wait(0.7)
             service = run.stack.retire(name)
             started = time.monotonic()
@@ -136,10 +138,10 @@ def no_duplicates(run: Run) -> None:
 def redis_kill(run: Run) -> None:
     run.wait(1.0)
     killed = time.monotonic()
-    run.stack.redis.kill()
+    run.server.kill()
     run.wait(2.0 if run.quick else 5.0)
     restarted = time.monotonic()
-    run.stack.redis.start()
+    run.server.start()
     run.wait(2.0 if run.quick else 5.0)
     run.report.notes["outage"] = (killed, restarted)
     run.report.recovery_s = _first_202_after(run, restarted)
@@ -169,10 +171,10 @@ def answered_503_while_down(run: Run) -> None:
 
 def redis_stall(run: Run) -> None:
     run.wait(1.0)
-    run.stack.redis.pause()
+    run.server.pause()
     run.wait(3.0 if run.quick else 4.0)  # under the dispatcher's 5 s socket timeout
     resumed = time.monotonic()
-    run.stack.redis.resume()
+    run.server.resume()
     run.wait(2.0 if run.quick else 5.0)
     run.report.recovery_s = _first_202_after(run, resumed)
 
@@ -192,7 +194,7 @@ def poison(run: Run) -> None:
 def each_poison_dead_once(run: Run) -> None:
     doomed = [t for t in run.ledger.acknowledged if t[0] in "pc"]  # poison, crash
     letters = read_dead_letters(run.client, DEAD)
-    attempts = read_runs(run.stack.record_dir)
+    attempts = read_runs(run.record_dir)
     run.report.notes["poison_and_crash"] = len(doomed)
     for token in doomed:
         if len(letters.get(token, [])) != 1:
@@ -202,7 +204,7 @@ def each_poison_dead_once(run: Run) -> None:
     healthy_dead = [t for t in letters if t.startswith("w")]
     if healthy_dead:
         run.problem(f"healthy entries dead-lettered: {healthy_dead[:3]}")
-    healthy = run_times(run.stack.record_dir, "w")
+    healthy = run_times(run.record_dir, "w")
     gap = max((b - a for a, b in itertools.pairwise(healthy)), default=0.0)
     run.report.notes["longest pause of healthy work s"] = round(gap, 2)
     if gap > CLAIM_IDLE_S * 2:

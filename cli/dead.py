@@ -1,89 +1,106 @@
-"""Dead letters: list, show, replay onto the stream, purge."""
+"""`pipeline dead list|show|replay|purge`: the dead-letter stream for people."""
 
-import contextlib
-import json
+import argparse
+import sys
 from typing import Any
 
-import redis
+from rich.console import Console
 
-from cli.replies import entries
-from cli.settings import CliError, Settings
-
-# The fields the consumer adds to a dead letter; a replay strips them again.
-DEAD_LETTER_FIELDS = ("source_id", "error", "deliveries", "consumer")
-
-# Why Lua: a replay must move the entry exactly once. A MULTI of XADD + XDEL would add
-# a second copy when two operators replay the same dead letter at once; here the XADD
-# happens only if this call's XDEL removed it. KEYS: stream, dead-letter stream.
-# ARGV: the dead letter's ID, then the names of the fields to strip.
-REPLAY = """
-local entry = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])[1]
-if not entry or redis.call('XDEL', KEYS[2], ARGV[1]) == 0 then
-  return false
-end
-local strip, fields = {}, {}
-for i = 2, #ARGV do strip[ARGV[i]] = true end
-for i = 1, #entry[2], 2 do
-  if not strip[entry[2][i]] then
-    fields[#fields + 1] = entry[2][i]
-    fields[#fields + 1] = entry[2][i + 1]
-  end
-end
-return redis.call('XADD', KEYS[1], '*', unpack(fields))
-"""
+from cli import dead_letters, output
+from cli.settings import CliError, Settings, connect_cli
+from pipeline_core.connection import Client
 
 
-def letters(
-    client: redis.Redis,
-    settings: Settings,
-    task: str | None = None,
-    error: str | None = None,
-    ids: list[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Dead letters, oldest first, filtered by task, error text and IDs."""
-    found = []
-    for dead_id, fields in entries(client.xrange(settings.dead_letter_stream)):
-        if task and fields.get("task") != task:
-            continue
-        if error and error.lower() not in fields.get("error", "").lower():
-            continue
-        if ids and dead_id not in ids:
-            continue
-        found.append({"dead_id": dead_id, **fields})
-    if ids and len(found) < len(ids):
-        missing = sorted(set(ids) - {letter["dead_id"] for letter in found})
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    actions = sub.add_parser("dead", help="dead letters: list, show, replay, purge")
+    dead = actions.add_subparsers(dest="action", required=True)
+    show = dead.add_parser("show", help="one dead letter, with its payload")
+    show.add_argument("id")
+    chosen = []
+    for action, text in (("list", "dead letters with reason and deliveries"),
+                         ("replay", "put dead letters back on the stream"),
+                         ("purge", "delete dead letters for good")):  # fmt: skip
+        parser = dead.add_parser(action, help=text)
+        if action != "list":
+            parser.add_argument("ids", nargs="*", metavar="ID", help="dead-letter IDs")
+            parser.add_argument("--all", action="store_true", help="every dead letter")
+        parser.add_argument("--task", help="only this task's")
+        parser.add_argument("--error", help="only those whose error contains this text")
+        chosen.append(parser)
+    chosen[1].add_argument(
+        "--dry-run", action="store_true", help="only show what would move"
+    )
+    chosen[2].add_argument("--yes", action="store_true", help="no confirmation prompt")
+    for parser in (show, *chosen):
+        parser.add_argument("--json", action="store_true", help="JSON for scripts")
+        parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    client = connect_cli(settings)
+    if args.action == "show":
+        letter = dead_letters.show(client, settings, args.id)
+        output.as_json(letter) if args.json else output.pretty_json(letter, console)
+        return 0
+    ids = getattr(args, "ids", None) or None
+    if args.action != "list" and not (ids or args.task or args.error or args.all):
         raise CliError(
-            f"no dead letter {', '.join(missing)} in {settings.dead_letter_stream!r}"
+            f"say which dead letters to {args.action}: IDs, --task, --error or --all"
         )
-    return found
+    chosen = dead_letters.letters(client, settings, args.task, args.error, ids)
+    if args.action == "list":
+        return _list(chosen, args.json, console)
+    if args.action == "replay":
+        return _replay(client, settings, chosen, args, console)
+    return _purge(client, settings, chosen, args, console)
 
 
-def show(client: redis.Redis, settings: Settings, dead_id: str) -> dict[str, Any]:
-    [letter] = letters(client, settings, ids=[dead_id])
-    with contextlib.suppress(ValueError):  # a payload that was never JSON stays text
-        letter["payload"] = json.loads(letter.get("payload", "null"))
-    return letter
+def _list(chosen: list[dict[str, Any]], as_json: bool, console: Console) -> int:
+    if as_json:
+        output.as_json(chosen)
+        return 0
+    rows = [(d["dead_id"], d.get("task"), d.get("deliveries"), d.get("source_id"),
+             d.get("consumer"), d.get("error", "")[:80]) for d in chosen]  # fmt: skip
+    columns = ("dead ID", "task", "deliveries", "source ID", "consumer", "error")
+    output.table(f"Dead letters ({len(chosen)})", columns, rows, console)
+    return 0
 
 
-def replay(
-    client: redis.Redis, settings: Settings, chosen: list[dict[str, Any]]
-) -> list[dict[str, str]]:
-    """Move each dead letter back onto the stream as a new entry (fresh deliveries)."""
-    script = client.register_script(REPLAY)
-    moved = []
-    for letter in chosen:
-        keys = [settings.stream, settings.dead_letter_stream]
-        new_id = script(keys=keys, args=[letter["dead_id"], *DEAD_LETTER_FIELDS])
-        if isinstance(new_id, str):
-            moved.append({"dead_id": letter["dead_id"], "entry_id": new_id})
-    return moved
+def _replay(client: Client, settings: Settings, chosen: list[dict[str, Any]],
+            args: argparse.Namespace, console: Console) -> int:  # fmt: skip
+    stream = settings.queue.stream
+    if args.dry_run:
+        rows = [(d["dead_id"], d.get("task"), d.get("error", "")[:60]) for d in chosen]
+        output.table(f"Would replay {len(chosen)} onto {stream!r}",
+                     ("dead ID", "task", "error"), rows, console)  # fmt: skip
+        return 0
+    moved = dead_letters.replay(client, settings, chosen)
+    if args.json:
+        output.as_json(moved)
+    else:
+        pairs = [(m["dead_id"], m["entry_id"]) for m in moved]
+        output.table(f"Replayed {len(moved)} onto {stream!r}",
+                     ("dead ID", "new entry ID"), pairs, console)  # fmt: skip
+    return 0
 
 
-def purge(client: redis.Redis, settings: Settings, chosen: list[dict[str, Any]]) -> int:
-    ids = [letter["dead_id"] for letter in chosen]
-    removed = 0
-    for first in range(0, len(ids), 500):
-        removed += int(
-            client.xdel(settings.dead_letter_stream, *ids[first : first + 500])
-        )
-    return removed
+def _purge(client: Client, settings: Settings, chosen: list[dict[str, Any]],
+           args: argparse.Namespace, console: Console) -> int:  # fmt: skip
+    if not chosen:
+        console.print("no dead letter matches")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError(
+                "purge asks for confirmation: run it in a terminal, or pass --yes"
+            )
+        answer = input(f"Delete {len(chosen)} dead letters for good? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            console.print("nothing deleted")
+            return 1
+    removed = dead_letters.purge(client, settings, chosen)
+    if args.json:
+        output.as_json({"purged": removed})
+    else:
+        console.print(f"purged {removed}")
+    return 0

@@ -1,4 +1,5 @@
-"""Printing: tables for people (rich), JSON for scripts."""
+"""Printing: tables for people (rich), JSON for scripts. Text from Redis (payloads,
+errors, names) is printed as text, never read as rich markup."""
 
 import json
 from collections.abc import Sequence
@@ -6,10 +7,15 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def as_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
+
+
+def pretty_json(data: Any, console: Console) -> None:
+    console.print_json(json.dumps(data, default=str))
 
 
 def duration(seconds: float | None) -> str:
@@ -25,31 +31,31 @@ def duration(seconds: float | None) -> str:
 def table(
     title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Console
 ) -> None:
-    grid = Table(title=title, title_justify="left")
+    grid = Table(title=Text(title), title_justify="left")
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*("-" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(Text("-" if cell is None else str(cell)) for cell in row))
     console.print(grid)
 
 
 def status(data: dict[str, Any], console: Console) -> None:
+    lag = data["lag"]
+    if data.get("lag_source") == "estimated":
+        lag = f"at most {lag} (Redis cannot tell: entries were deleted)"
     facts = [
         ("stream", f"{data['stream']} ({data['length']} entries)"),
         ("group", data["group"]),
-        (
-            "lag (never delivered)",
-            "unknown (NULL)" if data["lag"] is None else data["lag"],
-        ),
+        ("lag (never delivered)", lag),
         ("pending (delivered, not acked)", data["pending"]),
         ("oldest pending", duration(data["oldest_pending_age_s"])),
         ("oldest undelivered", duration(data["oldest_undelivered_age_s"])),
         ("dead letters", data["dead_letters"]),
-        ("redis", data["redis_version"]),
+        ("redis", f"{data['redis_version']} at {data['redis_url']}"),
     ]
     facts += [(name, value) for name, value in data["persistence"].items()]
     table("Pipeline", ("", ""), facts, console)
     rows = [(c["name"], c["pending"], duration(c["idle_s"])) for c in data["consumers"]]
     table("Consumers", ("consumer", "pending", "idle"), rows, console)
     for warning in data["warnings"]:
-        console.print(f"[bold yellow]warning:[/] {warning}")
+        console.print(Text("warning: ", style="bold yellow") + Text(warning))

@@ -1,10 +1,24 @@
-"""The command line's settings, from the same environment variables as the services."""
+"""The command line's settings, from the same environment variables as the services.
+
+Run beside `make run` with no REDIS_URL set, it reads the addresses `make run` chose
+from .run/pipeline.env (the variables already set win)."""
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import redis
+from pipeline_core.connection import (
+    NO_RETRY,
+    Client,
+    RedisSettings,
+    connect,
+    redis_from_env,
+)
+from pipeline_core.env import log_level, number, secret, text
+from pipeline_core.keys import Queue, queue_from_env
+
+RUN_ENV = Path(".run") / "pipeline.env"  # written by `make run`
 
 
 class CliError(Exception):
@@ -13,74 +27,46 @@ class CliError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    redis_url: str = "redis://localhost:6379/0"
-    redis_username: str | None = None
-    redis_password: str | None = None
-    redis_ca_file: str | None = None
-    redis_cert_file: str | None = None
-    redis_key_file: str | None = None
-    stream: str = "tasks"
-    group: str = "workers"
-    dead_letter_stream: str = "tasks:dead"
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    queue: Queue = field(default_factory=Queue)
     claim_idle_ms: int = 30_000
     dispatcher_url: str = "http://localhost:8000"
     token: str | None = None  # a bearer token for the dispatcher
+    log_level: str = "WARNING"
 
 
 def from_env(env: Mapping[str, str]) -> Settings:
     d = Settings()
-    stream = env.get("STREAM") or d.stream
-    try:
-        claim_idle_ms = int(env.get("CLAIM_IDLE_MS") or d.claim_idle_ms)
-    except ValueError:
-        raise CliError(
-            f"CLAIM_IDLE_MS must be an int, got {env['CLAIM_IDLE_MS']!r}"
-        ) from None
     return Settings(
-        redis_url=env.get("REDIS_URL") or d.redis_url,
-        redis_username=env.get("REDIS_USERNAME") or None,
-        redis_password=_secret(env, "REDIS_PASSWORD"),
-        redis_ca_file=env.get("REDIS_CA_FILE") or None,
-        redis_cert_file=env.get("REDIS_CERT_FILE") or None,
-        redis_key_file=env.get("REDIS_KEY_FILE") or None,
-        stream=stream,
-        group=env.get("GROUP") or d.group,
-        dead_letter_stream=env.get("DEAD_LETTER_STREAM") or f"{stream}:dead",
-        claim_idle_ms=claim_idle_ms,
-        dispatcher_url=(env.get("DISPATCHER_URL") or d.dispatcher_url).rstrip("/"),
-        token=_secret(env, "DISPATCH_TOKEN"),
+        redis=redis_from_env(env),
+        queue=queue_from_env(env),
+        claim_idle_ms=number(env, "CLAIM_IDLE_MS", int, d.claim_idle_ms, 1),
+        dispatcher_url=text(env, "DISPATCHER_URL", d.dispatcher_url).rstrip("/"),
+        token=secret(env, "DISPATCH_TOKEN"),
+        log_level=log_level(env, d.log_level),
     )
 
 
-def connect(settings: Settings) -> redis.Redis:
-    tls = {}
-    if settings.redis_url.startswith("rediss://"):
-        tls = {
-            "ssl_ca_certs": settings.redis_ca_file,
-            "ssl_certfile": settings.redis_cert_file,
-            "ssl_keyfile": settings.redis_key_file,
-        }
-    return redis.Redis.from_url(
-        settings.redis_url,
-        username=settings.redis_username,
-        password=settings.redis_password,
-        decode_responses=True,
-        socket_timeout=5,
-        socket_connect_timeout=3,
-        **tls,
+def environment(
+    env: Mapping[str, str] = os.environ, run_env: Path = RUN_ENV
+) -> Settings:
+    """The environment, plus what `make run` recorded when REDIS_URL is unset."""
+    if "REDIS_URL" in env or not run_env.is_file():
+        return from_env(env)
+    recorded = dict(
+        line.split("=", 1)
+        for line in run_env.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
     )
+    return from_env({**recorded, **env})
 
 
-def _secret(env: Mapping[str, str], name: str) -> str | None:
-    path = env.get(f"{name}_FILE")
-    if not path:
-        return env.get(name) or None
-    try:
-        with open(path, encoding="utf-8") as secret:
-            return secret.read().strip() or None
-    except OSError as error:
-        raise CliError(f"{name}_FILE: cannot read {path!r}: {error.strerror}") from None
-
-
-def environment() -> Settings:
-    return from_env(os.environ)
+def connect_cli(settings: Settings) -> Client:
+    return connect(
+        settings.redis,
+        socket_timeout_s=5.0,
+        connect_timeout_s=3.0,
+        retry=NO_RETRY,
+        client_name="pipeline-cli",
+        queue=settings.queue,
+    )

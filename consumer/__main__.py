@@ -5,68 +5,73 @@ import logging
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
-import redis
 from prometheus_client import REGISTRY
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from consumer import health
 from consumer.errors import ConsumerError
-from consumer.logs import configure_logging
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import Settings, from_env
 from consumer.tasks import TASKS, load_task_modules
 from consumer.worker import Worker
+from pipeline_core.connection import Client, answers, connect, redacted
+from pipeline_core.env import SettingsError
+from pipeline_core.logs import configure_logging
 
 log = logging.getLogger("consumer")
 
 
-def connect(settings: Settings) -> redis.Redis:
+def connect_consumer(settings: Settings) -> Client:
     """A client that retries single commands briefly; the worker loop outlives long
     outages."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        username=settings.redis_username,
-        password=settings.redis_password,
-        **tls_options(settings.redis_url, settings),
-        decode_responses=True,
-        client_name=settings.consumer_name,  # CLIENT LIST shows the pod or host and pid
-        socket_timeout=settings.socket_timeout_s,
-        socket_connect_timeout=min(settings.socket_timeout_s, 5.0),
+    return connect(
+        settings.redis,
+        socket_timeout_s=settings.socket_timeout_s,
         retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        client_name=settings.consumer_name,  # CLIENT LIST shows the pod or host and pid
+        queue=settings.queue,
     )
 
 
-def tls_options(url: str, settings: Settings) -> dict[str, str | None]:
-    """Certificates for rediss:// URLs: the CA to trust, an optional client pair."""
-    if not url.startswith("rediss://"):
-        return {}
-    return {
-        "ssl_ca_certs": settings.redis_ca_file,
-        "ssl_certfile": settings.redis_cert_file,
-        "ssl_keyfile": settings.redis_key_file,
-    }
+def wait_for_redis(settings: Settings, stopping: threading.Event) -> None:
+    """Before asking Redis whether it is a cluster, wait until it answers (unless
+    REDIS_CLUSTER says): a guess made while it is down could be wrong for good."""
+    if settings.redis.cluster is not None:
+        return
+    delay_s = 0.1
+    while not stopping.is_set() and not answers(settings.redis):
+        if delay_s == 0.1:
+            url = redacted(settings.redis.url)
+            log.warning("waiting for redis to answer", extra={"url": url})
+        stopping.wait(delay_s)
+        delay_s = min(delay_s * 2, settings.reconnect_max_delay_s)
 
 
 def main() -> int:
-    try:
-        settings = from_env(os.environ)
-        configure_logging(settings.log_level, settings.consumer_name)
-        load_task_modules(settings.task_modules)
-    except ConsumerError as error:
-        print(f"consumer: {error}", file=sys.stderr)
-        return 2
-    worker = Worker(connect(settings), settings, TASKS, ConsumerMetrics(REGISTRY))
+    stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # The loop finishes the entry in hand, acks it and releases the rest.
-        worker.stopping.set()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    try:
+        settings = from_env(os.environ)
+        configure_logging(
+            settings.log_level, "consumer", consumer=settings.consumer_name
+        )
+        load_task_modules(settings.task_modules)
+        wait_for_redis(settings, stopping)
+        client = connect_consumer(settings)
+    except (ConsumerError, SettingsError) as error:
+        print(f"consumer: {error}", file=sys.stderr)
+        return 2
+    worker = Worker(client, settings, TASKS, ConsumerMetrics(REGISTRY), stopping)
     if settings.metrics_port:
         health.serve(
             settings.metrics_port,
@@ -77,8 +82,8 @@ def main() -> int:
     log.info(
         "consumer started",
         extra={
-            "stream": settings.stream,
-            "group": settings.group,
+            "stream": settings.queue.stream,
+            "group": settings.queue.group,
             "tasks": sorted(TASKS),
             "metrics_port": settings.metrics_port,
         },

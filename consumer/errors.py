@@ -1,13 +1,9 @@
-"""Errors the consumer raises on purpose; each is caught somewhere specific."""
+"""Errors the consumer raises on purpose; each is caught somewhere specific. (A bad
+setting raises pipeline_core.env.SettingsError, as in every process.)"""
 
 
 class ConsumerError(Exception):
     """Base of every error the consumer raises on purpose."""
-
-
-class SettingsError(ConsumerError):
-    """An environment variable holds a value the consumer cannot use (stops the
-    process)."""
 
 
 class TaskModuleError(ConsumerError):

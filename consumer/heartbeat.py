@@ -7,24 +7,19 @@ process, so a killed or frozen consumer's entries still lapse and get reclaimed.
 
 import logging
 import threading
-import time
 from types import TracebackType
 
 import redis
 
-from consumer.claims import Claims, ClaimScripts
-from consumer.settings import Settings
+from consumer.ownership import Ownership
 
 log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    def __init__(
-        self, scripts: ClaimScripts, settings: Settings, claims: Claims
-    ) -> None:
-        self.scripts = scripts
-        self.settings = settings
-        self.claims = claims
+    def __init__(self, ownership: Ownership, interval_s: float) -> None:
+        self.ownership = ownership
+        self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -41,23 +36,10 @@ class Heartbeat:
         self._stop.set()
         self._thread.join()
 
-    def beat(self) -> None:
-        """Renew each renewable held claim once; mark those another consumer took."""
-        s = self.settings
-        with self.claims.renewing:
-            started_s = time.monotonic()
-            entry_ids = self.claims.renewable(s.task_timeout_s)
-            owned = self.scripts.renew(s.stream, s.group, s.consumer_name, entry_ids)
-            self.claims.renewed(started_s)
-        lost = set(entry_ids) - set(owned)
-        if lost:
-            log.warning("claims taken over", extra={"entry_ids": sorted(lost)})
-            self.claims.lose(lost)
-
     def _run(self) -> None:
-        while not self._stop.wait(self.settings.heartbeat_interval_s):
+        while not self._stop.wait(self.interval_s):
             try:
-                self.beat()
+                self.ownership.renew()
             except redis.RedisError:
                 # The worker loop notices the outage too and reports it; the next beat
                 # retries.

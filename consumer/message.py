@@ -1,8 +1,5 @@
-"""Message: one stream entry as the consumer sees it, built from raw replies in one
-place.
-
-The wire format (written by the dispatcher): fields `task` (a name) and `payload` (a
-JSON object). The entry ID is the enqueue time in milliseconds."""
+"""Message: one stream entry as the consumer sees it (with its delivery count), built
+from raw replies in one place; and the encoding of task results."""
 
 import json
 from dataclasses import dataclass
@@ -11,12 +8,7 @@ from typing import Any
 import orjson
 
 from consumer.errors import InvalidMessageError
-
-TASK_FIELD = "task"
-PAYLOAD_FIELD = "payload"
-# Results live in one hash per hour of enqueue time (field: the entry ID), so a batch's
-# results go out in one HSET; the dispatcher finds the hash from the entry ID alone.
-RESULT_BUCKET_MS = 3_600_000
+from pipeline_core.wire import TASK_FIELD, entry_ms, stream_entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,22 +21,14 @@ class Message:
     @property
     def enqueued_s(self) -> float:
         """The enqueue time (seconds since the epoch) that the entry ID records."""
-        return int(self.entry_id.split("-", 1)[0]) / 1000
+        return entry_ms(self.entry_id) / 1000
 
 
 def to_messages(entries: object, deliveries: dict[str, int] | int) -> list[Message]:
     """Convert the entries of an XREADGROUP or XAUTOCLAIM reply; counts come per ID or
     as one."""
-    if not isinstance(entries, list):
-        raise TypeError(f"expected a list of stream entries, got {entries!r}")
     messages = []
-    for entry in entries:
-        entry_id, fields = entry
-        if fields is None:
-            continue  # deleted while pending (Redis 6 style); Redis 7 lists these apart
-        # decode_responses=True gives str keys and values: check the shape, not fields
-        if not isinstance(entry_id, str) or not isinstance(fields, dict):
-            raise TypeError(f"expected a decoded stream entry, got {entry!r}")
+    for entry_id, fields in stream_entries(entries):
         count = (
             deliveries if isinstance(deliveries, int) else deliveries.get(entry_id, 1)
         )
@@ -62,20 +46,6 @@ def read_entries(reply: object) -> object:
     return entries
 
 
-def decode_payload(message: Message) -> dict[str, Any]:
-    """The payload as keyword arguments for the task."""
-    raw = message.fields.get(PAYLOAD_FIELD)
-    if raw is None:
-        raise InvalidMessageError("entry has no payload field")
-    try:
-        payload = orjson.loads(raw)  # the dispatcher admits only 64-bit integers
-    except orjson.JSONDecodeError:
-        raise InvalidMessageError("payload is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise InvalidMessageError("payload is not a JSON object")
-    return payload
-
-
 def encode_result(value: Any) -> str:
     """A task's return value as stored JSON; anything else can never be stored."""
     try:
@@ -90,14 +60,3 @@ def _encode_slowly(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as error:
         raise InvalidMessageError(f"result is not JSON: {error}") from None
-
-
-def results_key(stream: str, entry_id: str) -> str:
-    """The hash holding the result of `entry_id` (the dispatcher reads the same key)."""
-    return f"{stream}:results:{int(entry_id.split('-', 1)[0]) // RESULT_BUCKET_MS}"
-
-
-def parse_entry_id(entry_id: str) -> tuple[int, int]:
-    """An entry ID as a comparable (milliseconds, sequence) pair."""
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)

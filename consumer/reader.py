@@ -4,18 +4,17 @@
 import logging
 import time
 
-import redis
-
 from consumer.message import Message, read_entries, to_messages
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import Settings
+from pipeline_core.connection import Client
 
 log = logging.getLogger(__name__)
 
 
 class Reader:
     def __init__(
-        self, client: redis.Redis, settings: Settings, metrics: ConsumerMetrics
+        self, client: Client, settings: Settings, metrics: ConsumerMetrics
     ) -> None:
         self.client = client
         self.settings = settings
@@ -26,8 +25,9 @@ class Reader:
     def read_new(self) -> list[Message]:
         """Never-delivered entries, up to batch_size, waiting up to block_ms."""
         s = self.settings
+        q = s.queue
         reply = self.client.xreadgroup(
-            s.group, s.consumer_name, {s.stream: ">"}, s.batch_size, s.block_ms
+            q.group, s.consumer_name, {q.stream: ">"}, s.batch_size, s.block_ms
         )
         return to_messages(read_entries(reply), deliveries=1)
 
@@ -40,8 +40,8 @@ class Reader:
             return []
         s = self.settings
         cursor, entries, deleted = self.client.xautoclaim(
-            s.stream,
-            s.group,
+            s.queue.stream,
+            s.queue.group,
             s.consumer_name,
             s.claim_idle_ms,
             self._cursor,
@@ -67,7 +67,12 @@ class Reader:
         with self.client.pipeline(transaction=False) as pipe:
             for entry_id in entry_ids:
                 pipe.xpending_range(
-                    s.stream, s.group, entry_id, entry_id, 1, s.consumer_name
+                    s.queue.stream,
+                    s.queue.group,
+                    entry_id,
+                    entry_id,
+                    1,
+                    s.consumer_name,
                 )
             rows = [row for reply in pipe.execute() for row in reply]
         return {row["message_id"]: int(row["times_delivered"]) for row in rows}

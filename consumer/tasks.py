@@ -5,20 +5,18 @@ import functools
 import importlib
 import inspect
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
 from consumer.errors import InvalidMessageError, TaskModuleError
-from consumer.message import Message, decode_payload
+from consumer.message import Message
+from pipeline_core.wire import PAYLOAD_FIELD, TASK_NAME, WireError, decode_payload
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 TASKS: dict[str, Callable[..., Any]] = {}
-# The dispatcher accepts the same names (tests/test_contract.py checks the two agree).
-TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 
 
 @overload
@@ -59,7 +57,10 @@ def bind_task(
     function = tasks.get(message.task)
     if function is None:
         raise InvalidMessageError(f"unknown task {message.task!r}")
-    payload = decode_payload(message)
+    try:
+        payload = decode_payload(message.fields.get(PAYLOAD_FIELD))
+    except WireError as error:
+        raise InvalidMessageError(str(error)) from None
     required, accepted = parameters(function)
     missing = required - payload.keys()
     unexpected = payload.keys() - accepted if accepted is not None else set()

@@ -6,10 +6,11 @@ XTRIM MINID up to the oldest needed entry removes only what every group has fini
 
 import redis
 
-from consumer.message import parse_entry_id
+from pipeline_core.connection import Client
+from pipeline_core.wire import parse_entry_id
 
 
-def oldest_needed(client: redis.Redis, stream: str) -> str | None:
+def oldest_needed(client: Client, stream: str) -> str | None:
     """The oldest entry ID some group still needs (pending, or not yet delivered), or
     None when the stream has no group (then nothing may be trimmed)."""
     try:
@@ -29,7 +30,7 @@ def oldest_needed(client: redis.Redis, stream: str) -> str | None:
     return f"{floor[0]}-{floor[1]}"
 
 
-def trim_acknowledged(client: redis.Redis, stream: str) -> int:
+def trim_acknowledged(client: Client, stream: str) -> int:
     """Remove the entries older than the oldest needed one; returns how many went."""
     floor = oldest_needed(client, stream)
     if floor is None:

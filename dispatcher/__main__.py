@@ -4,8 +4,8 @@ server)."""
 import os
 import sys
 
-from dispatcher.errors import SettingsError
 from dispatcher.settings import from_env
+from pipeline_core.env import SettingsError
 
 
 def main() -> int:

@@ -14,14 +14,10 @@ from dispatcher.auth import PROTECTED, authorized
 from dispatcher.backlog import Backlog
 from dispatcher.errors import InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
-from dispatcher.publisher import (
-    PublishInterruptedError,
-    publish,
-    publish_paced,
-    results_key,
-)
+from dispatcher.publisher import PublishInterruptedError, publish, publish_paced
 from dispatcher.settings import Settings
 from dispatcher.validation import check_entry_id, decode_json, parse_dispatch
+from pipeline_core.connection import Client
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +27,7 @@ RETRY_LATER = {"Retry-After": "1"}
 
 def create_app(
     settings: Settings,
-    client: redis.Redis,
+    client: Client,
     registry: CollectorRegistry | None = None,
     served: CollectorRegistry | None = None,
 ) -> Flask:
@@ -64,9 +60,9 @@ def _install_auth(app: Flask, settings: Settings, metrics: DispatcherMetrics) ->
 
 
 def _install_dispatch(
-    app: Flask, settings: Settings, client: redis.Redis, metrics: DispatcherMetrics
+    app: Flask, settings: Settings, client: Client, metrics: DispatcherMetrics
 ) -> None:
-    waiting_entries = Backlog(client, settings.stream, settings.group)
+    waiting_entries = Backlog(client, settings.queue)
 
     @app.post("/dispatch")
     def dispatch() -> Answer:
@@ -83,7 +79,7 @@ def _install_dispatch(
                 "limit": settings.max_backlog,
             }
             return body, 429, RETRY_LATER
-        stream, task, payloads = settings.stream, order.task, order.payloads
+        stream, task, payloads = settings.queue.stream, order.task, order.payloads
         if order.delay_s > 0:
             entry_ids = publish_paced(client, stream, task, payloads, order.delay_s)
         else:
@@ -97,11 +93,11 @@ def _install_dispatch(
 
 
 def _install_reads(
-    app: Flask, settings: Settings, client: redis.Redis, registry: CollectorRegistry
+    app: Flask, settings: Settings, client: Client, registry: CollectorRegistry
 ) -> None:
     @app.get("/results/<entry_id>")
     def result(entry_id: str) -> Answer:
-        key = results_key(settings.stream, check_entry_id(entry_id))
+        key = settings.queue.results_key(check_entry_id(entry_id))
         stored = client.hget(key, entry_id)
         if stored is None:
             return {

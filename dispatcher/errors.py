@@ -1,12 +1,9 @@
-"""Errors the dispatcher raises and maps to HTTP answers."""
+"""Errors the dispatcher raises and maps to HTTP answers. (A bad setting raises
+pipeline_core.env.SettingsError, as in every process.)"""
 
 
 class DispatcherError(Exception):
     """Base of every error the dispatcher raises on purpose."""
-
-
-class SettingsError(DispatcherError):
-    """An environment variable holds a value the dispatcher cannot use."""
 
 
 class InvalidPayloadError(DispatcherError):

@@ -5,8 +5,8 @@ import shutil
 import tempfile
 from typing import Any
 
-from dispatcher.logs import logging_config
 from dispatcher.settings import from_env
+from pipeline_core.logs import logging_config
 
 _settings = from_env(os.environ)
 
@@ -20,7 +20,7 @@ threads = _settings.threads
 graceful_timeout = int(_settings.max_pacing_s) + 5
 timeout = 30
 keepalive = 5
-logconfig_dict = logging_config(_settings.log_level)
+logconfig_dict = logging_config(_settings.log_level, "dispatcher")
 accesslog = None
 proc_name = "dispatcher"
 control_socket_disable = True  # no runtime control surface (and no write to $HOME)

@@ -1,21 +1,13 @@
-"""Writes entries onto the stream: the encoding side of the wire format.
-
-An entry has two fields: `task` (a name) and `payload` (a JSON object). The entry ID
-records the enqueue time, so no timestamp field is added.
-"""
+"""Writes entries onto the stream, in the wire format of pipeline_core.wire."""
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import orjson
 import redis
-from redis.typing import EncodableT, FieldT
 
 from dispatcher.errors import DispatcherError
-
-TASK_FIELD = "task"
-PAYLOAD_FIELD = "payload"
+from pipeline_core.connection import Client
+from pipeline_core.wire import encode_entry
 
 
 class PublishInterruptedError(DispatcherError):
@@ -26,28 +18,8 @@ class PublishInterruptedError(DispatcherError):
         self.entry_ids = entry_ids
 
 
-def encode_payload(payload: dict[str, Any]) -> str:
-    """A payload as the entry carries it: compact JSON (integers fit 64 bits: checked
-    when the request was read)."""
-    return orjson.dumps(payload).decode()
-
-
-def encode_entry(task: str, payload: str) -> dict[FieldT, EncodableT]:
-    """The stream fields of one entry, its payload already encoded."""
-    return {TASK_FIELD: task, PAYLOAD_FIELD: payload}
-
-
-# A results hash per hour of enqueue time, field = entry ID (the consumer writes them).
-RESULT_BUCKET_MS = 3_600_000
-
-
-def results_key(stream: str, entry_id: str) -> str:
-    """The hash holding the result of `entry_id` (the consumer writes the same key)."""
-    return f"{stream}:results:{int(entry_id.split('-', 1)[0]) // RESULT_BUCKET_MS}"
-
-
 def publish(
-    client: redis.Redis,
+    client: Client,
     stream: str,
     task: str,
     payloads: Sequence[str],
@@ -60,7 +32,7 @@ def publish(
 
 
 def publish_paced(
-    client: redis.Redis,
+    client: Client,
     stream: str,
     task: str,
     payloads: Sequence[str],
@@ -73,11 +45,10 @@ def publish_paced(
         if index:
             sleep(delay_s)
         try:
-            entry_ids.append(
-                _entry_id(client.xadd(stream, encode_entry(task, payload)))
-            )
+            reply = client.xadd(stream, encode_entry(task, payload))
         except redis.RedisError as error:
             raise PublishInterruptedError(entry_ids) from error
+        entry_ids.append(_entry_id(reply))
     return entry_ids
 
 

@@ -3,18 +3,15 @@ wrong."""
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.errors import InvalidPayloadError
-from dispatcher.publisher import encode_payload
 from dispatcher.settings import Settings
+from pipeline_core.wire import ENTRY_ID, TASK_NAME, TASK_NAME_RULE, encode_payload
 
 FIELDS = ("task", "payloads", "num_messages", "delay")
 DEFAULT_TASK = "demo"
-TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
-ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +70,7 @@ def check_entry_id(entry_id: str) -> str:
 
 def _task(value: Any) -> str:
     if not isinstance(value, str) or not TASK_NAME.fullmatch(value):
-        raise InvalidPayloadError(
-            "task", "must be a string of letters, digits, '_', '.', ':' or '-' (1-128)"
-        )
+        raise InvalidPayloadError("task", f"must be {TASK_NAME_RULE}")
     return value
 
 

@@ -1,52 +1,52 @@
 """Entry point for gunicorn: reads the environment and builds the app
 (`dispatcher.wsgi:create()`)."""
 
+import dataclasses
+import logging
 import os
 
 import redis
 from flask import Flask
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from dispatcher.app import create_app
 from dispatcher.settings import Settings, from_env
 from dispatcher.stream_state import StreamStateCollector
+from pipeline_core.connection import NO_RETRY, Client, connect
+
+log = logging.getLogger(__name__)
 
 
-def connect(settings: Settings, timeout_s: float | None = None) -> redis.Redis:
-    """A client that never retries on its own: a retried XADD whose reply was lost would
-    write the batch twice, so a failure is answered 503 and the caller decides."""
+def connect_dispatcher(settings: Settings, timeout_s: float | None = None) -> Client:
+    """A client that never retries on its own: a retried XADD whose reply was lost
+    would write the batch twice, so a failure is answered 503 and the caller decides.
+    The dispatcher starts while Redis is down (/readyz says so): it cannot ask Redis
+    whether it is a cluster then, and takes it for a single node (REDIS_CLUSTER
+    removes the guess)."""
     timeout_s = settings.socket_timeout_s if timeout_s is None else timeout_s
-    tls = {}
-    if settings.redis_url.startswith("rediss://"):  # certificates for TLS
-        tls = {
-            "ssl_ca_certs": settings.redis_ca_file,
-            "ssl_certfile": settings.redis_cert_file,
-            "ssl_keyfile": settings.redis_key_file,
-        }
-    return redis.Redis.from_url(
-        settings.redis_url,
-        username=settings.redis_username,
-        password=settings.redis_password,
-        **tls,
-        decode_responses=True,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
+    try:
+        return connect(
+            settings.redis, socket_timeout_s=timeout_s, retry=NO_RETRY,
+            client_name="dispatcher", queue=settings.queue,
+        )  # fmt: skip
+    except (redis.ConnectionError, redis.TimeoutError):
+        log.warning("redis unavailable at start; taken for a single node")
+        single = dataclasses.replace(settings.redis, cluster=False)
+        return connect(
+            single, socket_timeout_s=timeout_s, retry=NO_RETRY, client_name="dispatcher"
+        )
 
 
 def create() -> Flask:
     settings = from_env(os.environ)
-    s = settings
-    state_client = connect(settings, timeout_s=settings.state_timeout_s)
-    state = StreamStateCollector(state_client, s.stream, s.group, s.dead_letter_stream)
+    state_client = connect_dispatcher(settings, timeout_s=settings.state_timeout_s)
+    state = StreamStateCollector(state_client, settings.queue)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several gunicorn workers
         # Metrics write to shared files; /metrics serves their sum plus the state.
         served = CollectorRegistry()
         multiprocess.MultiProcessCollector(served)
         served.register(state)
-        return create_app(settings, connect(settings), CollectorRegistry(), served)
+        client = connect_dispatcher(settings)
+        return create_app(settings, client, CollectorRegistry(), served)
     REGISTRY.register(state)
-    return create_app(settings, connect(settings), REGISTRY)
+    return create_app(settings, connect_dispatcher(settings), REGISTRY)

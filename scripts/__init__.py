@@ -1,1 +1,1 @@
-"""Developer scripts; `run_local.py` is what `make run` runs."""
+"""Developer scripts (the dependency audit of `make lint`)."""

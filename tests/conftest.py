@@ -11,7 +11,7 @@ import psutil
 import pytest
 import redis
 
-from chaos.processes import wait_for
+from harness.processes import wait_for
 
 T = TypeVar("T")
 

@@ -7,18 +7,18 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from consumer.message import results_key, to_messages
+from consumer.message import to_messages
 from consumer.settings import Settings
 from consumer.worker import Worker
+from pipeline_core.keys import Queue
 
-STREAM, GROUP, DEAD = "tasks", "workers", "tasks:dead"
+STREAM, GROUP, DEAD = "tasks", "workers", "{tasks}:dead"
+QUEUE = Queue(STREAM, GROUP, DEAD)
 
 
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "stream": STREAM,
-        "group": GROUP,
-        "dead_letter_stream": DEAD,
+        "queue": QUEUE,
         "consumer_name": "c1",
         "block_ms": 10,
         "claim_idle_ms": 20,
@@ -100,6 +100,6 @@ def drained(client: redis.Redis, count: int) -> bool:
 
 def result_of(client: redis.Redis, entry_id: str) -> str | None:
     """The stored result (JSON) of an entry, or None."""
-    stored = client.hget(results_key(STREAM, entry_id), entry_id)
+    stored = client.hget(QUEUE.results_key(entry_id), entry_id)
     assert stored is None or isinstance(stored, str)
     return stored

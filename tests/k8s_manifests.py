@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from chaos.processes import ROOT
+from harness.processes import ROOT
 
 K8S = ROOT / "k8s"
 Doc = dict[str, Any]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from chaos.processes import ROOT
+from harness.processes import ROOT
 from tests.conftest import require_redis_server
 
 

@@ -11,10 +11,10 @@ import pytest
 import redis
 from redis.typing import EncodableT, FieldT
 
-from chaos.processes import ROOT, RedisServer, Service, free_port
 from cli.__main__ import main
-from cli.replies import entries
-from scripts.run_local import http_ok
+from harness.processes import ROOT, Service, free_port, http_ok
+from harness.redis_server import RedisServer
+from pipeline_core.wire import stream_entries as entries
 from tests.conftest import eventually, require_redis_server
 from tests.factories import (
     DEAD,
@@ -96,7 +96,7 @@ def test_status_watch_refreshes_until_ctrl_c(
         if len(pauses) == 2:
             raise KeyboardInterrupt  # the operator presses Ctrl-C
 
-    monkeypatch.setattr("cli.commands.time.sleep", sleep)
+    monkeypatch.setattr("cli.status.time.sleep", sleep)
     code, out, _ = run(capsys, "status", "--watch", "0.5", "--json")
     assert code == 0 and pauses == [0.5, 0.5]
     assert out.count('"stream": "tasks"') == 2  # refreshed once before Ctrl-C

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from chaos.processes import free_port
 from consumer import health
+from harness.processes import free_port
 
 
 @pytest.fixture

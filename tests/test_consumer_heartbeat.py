@@ -5,7 +5,6 @@ import time
 
 import redis
 
-from consumer.heartbeat import Heartbeat
 from tests.conftest import eventually
 from tests.factories import GROUP, STREAM, add_entry, make_worker, pending, result_of
 
@@ -15,17 +14,17 @@ def idle_ms(client: redis.Redis) -> dict[str, int]:
 
 
 def test_heartbeat_renews_held_claims_so_no_one_takes_them(r: redis.Redis) -> None:
-    worker = make_worker(r, {}, claim_idle_ms=50)
+    worker = make_worker(r, {}, claim_idle_ms=300)
     entry_id = add_entry(r, "echo")
     messages = worker.reader.read_new()
-    worker.claims.hold(m.entry_id for m in messages)
+    worker.ownership.hold(m.entry_id for m in messages)
     # Pending list: the entry, held by c1, going idle.
-    eventually(lambda: idle_ms(r)[entry_id] >= 50)
-    Heartbeat(worker.scripts, worker.settings, worker.claims).beat()
+    eventually(lambda: idle_ms(r)[entry_id] >= 300)
+    worker.ownership.renew()
     # Pending list: the same entry, idle time reset, delivery count untouched.
-    assert idle_ms(r)[entry_id] < 50
+    assert idle_ms(r)[entry_id] < 300
     assert pending(r)[0]["times_delivered"] == 1
-    thief = make_worker(r, {}, claim_idle_ms=50, consumer_name="thief")
+    thief = make_worker(r, {}, claim_idle_ms=300, consumer_name="thief")
     assert thief.claim_stale() == []
 
 
@@ -36,11 +35,11 @@ def test_heartbeat_marks_claims_taken_over_and_the_worker_skips_them(
     worker = make_worker(r, {"job": lambda n: ran.append(n)})
     ids = [add_entry(r, "job", {"n": n}) for n in range(2)]
     messages = worker.reader.read_new()
-    worker.claims.hold(ids)
+    worker.ownership.hold(ids)
     # While c1 was frozen, another consumer claimed the second entry.
     r.xclaim(STREAM, GROUP, "other", 0, [ids[1]])
-    Heartbeat(worker.scripts, worker.settings, worker.claims).beat()
-    assert worker.claims.is_lost(ids[1])
+    worker.ownership.renew()
+    assert not worker.ownership.still_ours(ids[1])
     worker.process(messages)
     # Pending list: only ids[1], still the other consumer's, which will run it.
     assert ran == [0]
@@ -55,9 +54,9 @@ def test_heartbeat_stops_renewing_a_task_running_past_its_timeout(
     worker = make_worker(r, {}, task_timeout_s=0.01)
     ids = [add_entry(r, "job") for _ in range(2)]
     worker.reader.read_new()
-    worker.claims.hold(ids)
-    worker.claims.start(ids[0])
-    eventually(lambda: worker.claims.renewable(0.01) == [ids[1]])
+    worker.ownership.hold(ids)
+    worker.ownership.start(ids[0])
+    eventually(lambda: worker.ownership.renewable() == [ids[1]])
 
 
 def test_worker_run_keeps_a_task_longer_than_claim_idle_ms(r: redis.Redis) -> None:
@@ -65,17 +64,23 @@ def test_worker_run_keeps_a_task_longer_than_claim_idle_ms(r: redis.Redis) -> No
 
     def long_task() -> str:
         runs.append("start")
-        time.sleep(0.1)  # the task's own work: twice claim_idle_ms
+        started = time.monotonic()
+        while time.monotonic() - started < 0.9:  # the task's work: 3x claim_idle_ms
+            time.sleep(0.05)
         return "done"
 
-    worker = make_worker(r, {"long": long_task}, claim_idle_ms=50)
-    thief = make_worker(r, {"long": long_task}, claim_idle_ms=50, consumer_name="thief")
+    # Heartbeats every 100 ms: a stall of up to ~200 ms still leaves the claim alive.
+    worker = make_worker(r, {"long": long_task}, claim_idle_ms=300)
+    thief = make_worker(
+        r, {"long": long_task}, claim_idle_ms=300, consumer_name="thief"
+    )
     entry_id = add_entry(r, "long")
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
         eventually(lambda: runs)
         while not result_of(r, entry_id):
+            # Pending list: the entry, c1's, its idle time reset by every beat.
             assert thief.claim_stale() == []  # the claim never lapses while it runs
             time.sleep(0.005)
     finally:
@@ -95,7 +100,7 @@ def test_worker_woken_from_a_freeze_skips_entries_taken_over_meanwhile(
         if n == 0:
             # While this task runs, the worker is "frozen" (no heartbeat thread runs in
             # this test) and another consumer takes over the next entry of the batch.
-            eventually(lambda: worker.claims.renewal_overdue(0.05))
+            eventually(lambda: worker.ownership.renewal_overdue())
             r.xclaim(STREAM, GROUP, "other", 0, [ids[1]])
         return n
 
@@ -114,7 +119,7 @@ def test_worker_counts_a_late_ack_of_an_entry_taken_over_mid_task(
 ) -> None:
     def job() -> str:
         # Frozen mid-task (no heartbeat thread here) while another consumer takes over.
-        eventually(lambda: worker.claims.renewal_overdue(0.05))
+        eventually(lambda: worker.ownership.renewal_overdue())
         r.xclaim(STREAM, GROUP, "other", 0, [entry_id])
         return "done anyway"
 

@@ -10,11 +10,11 @@ import pytest
 import redis
 
 from consumer.errors import GroupMissingError
-from consumer.message import results_key
 from tests.conftest import eventually
 from tests.factories import (
     DEAD,
     GROUP,
+    QUEUE,
     STREAM,
     add_entry,
     dead_letters,
@@ -56,7 +56,7 @@ def test_worker_reads_runs_and_acks_a_batch(r: redis.Redis) -> None:
     # Pending list: empty; every entry acknowledged with its result stored.
     assert pending(r) == []
     assert [json.loads(result_of(r, i) or "") for i in ids] == [1, 2, 3]
-    assert 0 < r.ttl(results_key(STREAM, ids[0])) <= worker.settings.result_ttl_s
+    assert 0 < r.ttl(QUEUE.results_key(ids[0])) <= worker.settings.result_ttl_s
 
 
 def test_worker_group_created_at_zero_reads_entries_written_before_it(
@@ -181,8 +181,8 @@ def test_worker_dead_letter_is_written_once_even_if_repeated(r: redis.Redis) -> 
     worker = make_worker(r, TASKS)
     add_entry(r, "echo")
     [message] = worker.reader.read_new()
-    worker.dead_letter(message, "first")
-    worker.dead_letter(message, "again, as a late or retried attempt would")
+    worker.outcomes.dead_letter(message, "first")
+    worker.outcomes.dead_letter(message, "again, as a late or retried attempt would")
     assert r.xlen(DEAD) == 1
     assert pending(r) == []
 

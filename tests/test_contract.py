@@ -1,16 +1,22 @@
-"""The wire format: published with the dispatcher's code, read with the consumer's."""
+"""The contracts between processes, tied by behaviour: entries published with the
+dispatcher's code are read with the consumer's; dead letters written with the
+consumer's code are listed, shown and replayed with the CLI's."""
 
 from typing import Any
 
+import pytest
 import redis
 
+from cli import dead_letters
+from cli.settings import Settings as CliSettings
 from consumer import tasks as consumer_tasks
-from consumer.message import decode_payload
-from consumer.message import results_key as consumer_results_key
+from consumer.errors import TaskModuleError
 from dispatcher import validation
-from dispatcher.publisher import encode_payload, publish
-from dispatcher.publisher import results_key as dispatcher_results_key
-from tests.factories import make_worker
+from dispatcher.errors import InvalidPayloadError
+from dispatcher.publisher import publish
+from dispatcher.settings import Settings
+from pipeline_core.wire import TASK_NAME, decode_payload, encode_payload
+from tests.factories import QUEUE, add_entry, make_worker, pending
 
 
 def test_contract_dispatcher_entries_read_back_by_the_consumer(r: redis.Redis) -> None:
@@ -22,19 +28,52 @@ def test_contract_dispatcher_entries_read_back_by_the_consumer(r: redis.Redis) -
     messages = make_worker(r, {}).reader.read_new()
     assert [m.entry_id for m in messages] == entry_ids
     assert [m.task for m in messages] == ["resize", "resize"]
-    assert [decode_payload(m) for m in messages] == payloads
+    assert [decode_payload(m.fields["payload"]) for m in messages] == payloads
     assert [m.deliveries for m in messages] == [1, 1]
 
 
-def test_contract_results_key_is_the_same_on_both_sides() -> None:
-    for entry_id in ("1-2", "1795959378799-0", "3599999-7", "3600000-0"):
-        key = consumer_results_key("tasks", entry_id)
-        assert key == dispatcher_results_key("tasks", entry_id)
-    assert consumer_results_key("tasks", "3599999-7") == "tasks:results:0"
-    assert consumer_results_key("tasks", "3600000-0") == "tasks:results:1"
+def test_contract_consumer_dead_letters_are_listed_shown_and_replayed_by_the_cli(
+    r: redis.Redis,
+) -> None:
+    def fails(n: int) -> None:
+        raise ValueError(f"cannot handle {n}")
+
+    worker = make_worker(r, {"fails": fails}, max_deliveries=1)
+    source_id = add_entry(r, "fails", {"n": 7})
+    worker.poll_once()
+    # Pending list: empty; the entry sits in the dead-letter stream.
+    cli = CliSettings(queue=QUEUE)
+    [letter] = dead_letters.letters(r, cli, task="fails", error="cannot handle 7")
+    assert (letter["source_id"], letter["deliveries"]) == (source_id, "1")
+    assert letter["error"] == "ValueError: cannot handle 7"
+    assert letter["consumer"] == "c1"
+    shown = dead_letters.show(r, cli, letter["dead_id"])
+    assert shown["payload"] == {"n": 7}
+    [moved] = dead_letters.replay(r, cli, [letter])
+    # The replayed entry is the original one again, read by the consumer's own code.
+    [message] = make_worker(r, {}, consumer_name="c2").reader.read_new()
+    assert message.entry_id == moved["entry_id"]
+    assert (message.task, message.fields) == (
+        "fails",
+        {"task": "fails", "payload": '{"n": 7}'},
+    )
+    assert [row["consumer"] for row in pending(r)] == ["c2"]
+
+
+def test_contract_results_key_is_the_one_the_dispatcher_reads() -> None:
+    assert QUEUE.results_key("3599999-7") == "{tasks}:results:0"
+    assert QUEUE.results_key("3600000-0") == "{tasks}:results:1"
 
 
 def test_contract_task_names_follow_the_same_rule() -> None:
-    assert consumer_tasks.TASK_NAME.pattern == validation.TASK_NAME.pattern
+    for name in ("resize", "app.tasks:resize-2"):
+        assert TASK_NAME.fullmatch(name)
+        validation.parse_dispatch({"task": name, "payloads": [{}]}, Settings())
+        consumer_tasks.task(name=name)(lambda: None)
+    for name in ("", "9lives", "white space", "x" * 129):
+        with pytest.raises(InvalidPayloadError, match="task"):
+            validation.parse_dispatch({"task": name, "payloads": [{}]}, Settings())
+        with pytest.raises(TaskModuleError, match="task name"):
+            consumer_tasks.task(name=name)(lambda: None)
     assert validation.DEFAULT_TASK in consumer_tasks.TASKS
     assert {"demo", "primes", "sleep"} <= set(consumer_tasks.TASKS)

@@ -8,13 +8,13 @@ from typing import Any
 
 import fakeredis
 import pytest
-import redis
 from flask.testing import FlaskClient
 
-from chaos.processes import free_port
 from dispatcher.app import create_app
 from dispatcher.settings import Settings
-from dispatcher.wsgi import connect
+from dispatcher.wsgi import connect_dispatcher
+from harness.processes import free_port
+from pipeline_core.connection import Client, RedisSettings
 from tests.conftest import eventually
 from tests.factories import entries
 
@@ -31,12 +31,13 @@ def fake(server: fakeredis.FakeServer) -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis(server=server, decode_responses=True)
 
 
-def unreachable() -> redis.Redis:
+def unreachable() -> Client:
     """The dispatcher's own client, pointed at a port nobody listens on."""
-    return connect(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    nowhere = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0")
+    return connect_dispatcher(Settings(redis=nowhere))
 
 
-def make_client(client: redis.Redis, **overrides: Any) -> FlaskClient:
+def make_client(client: Client, **overrides: Any) -> FlaskClient:
     settings = Settings(**{"allow_anonymous": True, **overrides})
     return create_app(settings, client).test_client()
 
@@ -200,7 +201,7 @@ def test_results_are_404_until_stored_then_200(
     http: FlaskClient, fake: fakeredis.FakeRedis
 ) -> None:
     assert http.get("/results/1-0").status_code == 404
-    fake.hset("tasks:results:0", "1-0", json.dumps({"answer": 42}))
+    fake.hset("{tasks}:results:0", "1-0", json.dumps({"answer": 42}))
     response = http.get("/results/1-0")
     assert response.status_code == 200
     assert response.get_json() == {"entry_id": "1-0", "result": {"answer": 42}}

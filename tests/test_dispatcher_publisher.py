@@ -7,10 +7,18 @@ import pytest
 import redis
 
 from dispatcher.app import create_app
-from dispatcher.backlog import backlog
-from dispatcher.publisher import encode_payload, publish
+from dispatcher.publisher import publish
 from dispatcher.settings import Settings
+from pipeline_core.group_state import read_backlog
+from pipeline_core.keys import Queue
+from pipeline_core.wire import encode_payload
 from tests.factories import entries, entry_ids
+
+QUEUE = Queue()
+
+
+def backlog(client: redis.Redis) -> int:
+    return read_backlog(client, QUEUE)
 
 
 @pytest.fixture
@@ -42,25 +50,25 @@ def test_publish_refused_by_redis_writes_nothing(full_redis: redis.Redis) -> Non
 
 
 def test_backlog_is_lag_plus_pending_of_the_group(r: redis.Redis) -> None:
-    assert backlog(r, "tasks", "workers") == 0  # no stream yet
+    assert backlog(r) == 0  # no stream yet
     publish(r, "tasks", "demo", ["{}"] * 4)
-    assert backlog(r, "tasks", "workers") == 4  # no group yet: every entry waits
+    assert backlog(r) == 4  # no group yet: every entry waits
     r.xgroup_create("tasks", "workers", "0")
     r.xreadgroup("workers", "c1", {"tasks": ">"}, count=3)
     [first, *_] = entry_ids(r)
     r.xack("tasks", "workers", first)
     # Lag 1 (never delivered) + pending 2 (delivered, not acked).
-    assert backlog(r, "tasks", "workers") == 3
+    assert backlog(r) == 3
 
 
-def test_backlog_falls_back_to_xlen_when_redis_cannot_tell_the_lag(
+def test_backlog_counts_the_undelivered_when_redis_cannot_tell_the_lag(
     r: redis.Redis,
 ) -> None:
     ids = publish(r, "tasks", "demo", ["{}"] * 3)
     r.xgroup_create("tasks", "workers", "0")
     r.xdel("tasks", ids[1])  # a deleted entry past the group's position: lag is NULL
     assert r.xinfo_groups("tasks")[0]["lag"] is None
-    assert backlog(r, "tasks", "workers") == 2
+    assert backlog(r) == 2
 
 
 def test_dispatch_refuses_with_429_while_the_backlog_is_full(r: redis.Redis) -> None:

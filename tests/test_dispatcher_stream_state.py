@@ -5,23 +5,30 @@ import time
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from chaos.processes import free_port
 from dispatcher.settings import Settings
-from dispatcher.stream_state import StreamStateCollector, read_state
-from dispatcher.wsgi import connect
-from tests.factories import DEAD, GROUP, STREAM, add_entry, deliver_to
+from dispatcher.stream_state import StreamStateCollector
+from dispatcher.wsgi import connect_dispatcher
+from harness.processes import free_port
+from pipeline_core.connection import RedisSettings
+from pipeline_core.group_state import GroupState, read_group_state
+from tests.factories import DEAD, GROUP, QUEUE, STREAM, add_entry, deliver_to
+
+
+def read_state(client: redis.Redis) -> GroupState:
+    return read_group_state(client, QUEUE)
 
 
 def test_state_of_a_missing_stream_is_all_zero(r: redis.Redis) -> None:
-    state = read_state(r, STREAM, GROUP, DEAD)
+    state = read_state(r)
     assert (state.length, state.lag, state.pending, state.dead_letters) == (0, 0, 0, 0)
 
 
 def test_state_before_any_consumer_counts_everything_as_waiting(r: redis.Redis) -> None:
     add_entry(r, "demo")
     add_entry(r, "demo")
-    state = read_state(r, STREAM, GROUP, DEAD)
-    assert (state.length, state.lag, state.consumers) == (2, 2, 0)
+    state = read_state(r)
+    assert (state.length, state.lag, len(state.consumers)) == (2, 2, 0)
+    assert state.oldest_undelivered_age_s is not None
     assert 0 <= state.oldest_undelivered_age_s < 5
 
 
@@ -35,11 +42,13 @@ def test_state_reports_lag_pending_consumers_and_ages(r: redis.Redis) -> None:
     deliver_to(r, "pod-a", count=1)  # the old entry, now pending
     newest = add_entry(r, "demo")  # never delivered
     r.xadd(DEAD, {"task": "demo", "payload": "{}", "source_id": "1-0"})
-    state = read_state(r, STREAM, GROUP, DEAD)
+    state = read_state(r)
     assert (state.length, state.lag, state.pending) == (2, 1, 1)
-    assert (state.consumers, state.active_consumers) == (1, 1)
-    assert state.consumer_pending == {"pod-a": 1}
+    assert (len(state.consumers), state.active_consumers(60)) == (1, 1)
+    assert {c.name: c.pending for c in state.consumers} == {"pod-a": 1}
+    assert state.oldest_pending_age_s is not None
     assert 59 < state.oldest_pending_age_s < 70  # from the entry ID of old_id
+    assert state.oldest_undelivered_age_s is not None
     assert state.oldest_undelivered_age_s < 5  # newest was just added
     assert state.dead_letters == 1
     assert old_id and newest
@@ -50,12 +59,13 @@ def test_state_counts_the_lag_when_redis_reports_null(r: redis.Redis) -> None:
     r.xgroup_create(STREAM, GROUP, "0")
     r.xdel(STREAM, ids[1])  # a deletion past the group's position: Redis says lag NULL
     assert r.xinfo_groups(STREAM)[0]["lag"] is None
-    assert read_state(r, STREAM, GROUP, DEAD).lag == 3
+    state = read_state(r)
+    assert (state.lag, state.lag_source) == (3, "counted")
 
 
 def test_collector_exports_gauges_and_its_own_success(r: redis.Redis) -> None:
     registry = CollectorRegistry()
-    registry.register(StreamStateCollector(r, STREAM, GROUP, DEAD))
+    registry.register(StreamStateCollector(r, QUEUE))
     add_entry(r, "demo")
     text = generate_latest(registry).decode()
     assert "pipeline_stream_state_up 1.0" in text
@@ -64,11 +74,10 @@ def test_collector_exports_gauges_and_its_own_success(r: redis.Redis) -> None:
 
 
 def test_collector_never_fails_the_scrape_when_redis_is_down() -> None:
-    down = connect(
-        Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"), timeout_s=0.2
-    )
+    nowhere = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0")
+    down = connect_dispatcher(Settings(redis=nowhere), timeout_s=0.2)
     registry = CollectorRegistry()
-    registry.register(StreamStateCollector(down, STREAM, GROUP, DEAD))
+    registry.register(StreamStateCollector(down, QUEUE))
     text = generate_latest(registry).decode()
     assert "pipeline_stream_state_up 0.0" in text
     assert "pipeline_stream_length" not in text

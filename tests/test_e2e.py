@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from chaos.processes import RedisServer, Service, free_port
-from scripts.run_local import http_ok
+from harness.processes import Service, free_port, http_ok
+from harness.redis_server import RedisServer
 from tests.conftest import eventually
 from tests.factories import DEAD, STREAM, dead_letters, drained, pending
 

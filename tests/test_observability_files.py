@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from chaos.processes import ROOT
+from harness.processes import ROOT
 from tests.conftest import require_tool
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "pipeline.json"

@@ -9,14 +9,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from chaos.processes import Service, free_port, wait_for
-from scripts.run_local import http_ok
+from harness.processes import Service, free_port, http_ok
+from harness.prometheus import start_prometheus
 from tests.conftest import eventually, require_tool
 from tests.factories import drained
 from tests.test_observability_files import panel_targets
@@ -54,32 +53,6 @@ def post(url: str, body: object) -> int:
         return int(response.status)
 
 
-def start_prometheus(
-    tmp: Path, targets: dict[str, list[str]]
-) -> tuple[subprocess.Popen[bytes], str]:
-    binary = require_tool("prometheus", "prometheus")
-    jobs = [
-        {"job_name": job, "static_configs": [{"targets": hosts}]}
-        for job, hosts in targets.items()
-    ]
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": jobs,
-    }
-    (tmp / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    port = free_port()
-    command = [binary, f"--config.file={tmp / 'prometheus.yml'}"]
-    command += [
-        f"--storage.tsdb.path={tmp / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    with (tmp / "prometheus.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: http_ok(f"{url}/-/ready"), timeout_s=30)
-    return process, url
-
-
 @pytest.fixture(scope="module")
 def observed(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory
@@ -110,7 +83,8 @@ def observed(
             "dispatcher": [f"127.0.0.1:{port}"],
             "consumer": [f"127.0.0.1:{p}" for p in metrics],
         }
-        prometheus, prometheus_url = start_prometheus(tmp, targets)
+        require_tool("prometheus", "prometheus")
+        prometheus, prometheus_url = start_prometheus(tmp, targets, interval="1s")
         try:
             eventually(lambda: http_ok(f"{base}/healthz"), timeout_s=30)
             eventually(
@@ -130,7 +104,7 @@ def observed(
             }
             assert post(f"{base}/dispatch", explode) == 202
             eventually(lambda: drained(client, MESSAGES + FAILING), timeout_s=30)
-            eventually(lambda: client.xlen("tasks:dead") == FAILING, timeout_s=30)
+            eventually(lambda: client.xlen("{tasks}:dead") == FAILING, timeout_s=30)
             time.sleep(3)  # three more scrapes see the final state
             yield Observed(
                 prometheus_url,

@@ -1,5 +1,6 @@
-"""`make run`'s script: Redis (AOF), the dispatcher, consumers and, when installed,
-Prometheus scraping them; Ctrl-C stops all of it."""
+"""`make run` (python -m harness): Redis (AOF), the dispatcher, consumers and, when
+installed, Prometheus scraping them; `pipeline` finds it with no flags; Ctrl-C stops
+all of it."""
 
 import json
 import os
@@ -15,8 +16,7 @@ import psutil
 import pytest
 import redis
 
-from chaos.processes import ROOT, free_port
-from scripts.run_local import http_ok
+from harness.processes import ROOT, free_port, http_ok
 from tests.conftest import eventually, require_redis_server
 from tests.factories import drained
 
@@ -28,10 +28,10 @@ def test_run_local_serves_the_seed_request_and_stops_cleanly_on_ctrl_c(
     require_redis_server()
     port, redis_port, metrics_port = free_port(), free_port(), free_port()
     env = {**os.environ, "PORT": str(port), "REDIS_PORT": str(redis_port)}
-    env |= {"RUN_DIR": str(tmp_path / "run"), "WORKERS": "2"}
+    env |= {"RUN_DIR": str(tmp_path / ".run"), "WORKERS": "2"}
     env |= {"METRICS_PORT": str(metrics_port)}
     env.pop("REDIS_URL", None)
-    command = [sys.executable, "scripts/run_local.py"]
+    command = [sys.executable, "-m", "harness"]
     output_path = tmp_path / "run.out"
     with (
         output_path.open("wb") as output_file,
@@ -41,6 +41,7 @@ def test_run_local_serves_the_seed_request_and_stops_cleanly_on_ctrl_c(
     ):
         try:
             drive(runner, port, redis_port, output_path)
+            assert "XRANGE {tasks}:dead" in output_path.read_text()
         finally:
             if runner.poll() is None:
                 runner.kill()
@@ -48,7 +49,7 @@ def test_run_local_serves_the_seed_request_and_stops_cleanly_on_ctrl_c(
     print(output[-5000:])
     assert "curl -X POST http://localhost:" in output
     assert "XPENDING tasks workers" in output
-    assert (tmp_path / "run" / "redis" / "appendonlydir").is_dir()
+    assert (tmp_path / ".run" / "redis" / "appendonlydir").is_dir()
 
 
 def drive(
@@ -70,6 +71,16 @@ def drive(
     with redis.Redis(port=redis_port, decode_responses=True) as client:
         eventually(lambda: drained(client, 10), 20)
         assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+    # A second terminal, in the directory `make run` ran in: no flags, no exports.
+    cli = ROOT / ".venv" / "bin" / "pipeline"
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    done = subprocess.run(
+        [str(cli), "status", "--json"], cwd=output.parent, env=env,
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["redis_url"] == f"redis://127.0.0.1:{redis_port}/0"
     if shutil.which("prometheus"):
         url = eventually(lambda: prometheus_url(output))
         eventually(lambda: targets_up(url) == 3, timeout_s=30)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from chaos.processes import ROOT, RedisServer, Service, free_port
-from scripts.run_local import http_ok
+from harness.processes import ROOT, Service, free_port, http_ok
+from harness.redis_server import RedisServer
 from tests.conftest import eventually, require_redis_server
 from tests.factories import drained
 
@@ -27,25 +27,28 @@ ADMIN = "admin-only-in-this-test"
 MATRIX = [
     ("dispatcher", "XADD tasks * task demo payload {}", True),
     ("dispatcher", "XINFO GROUPS tasks", True),
-    ("dispatcher", "HGET tasks:results:1 1-0", True),
-    ("dispatcher", "XLEN tasks:dead", True),
-    ("dispatcher", "XADD tasks:dead * a 1", False),
+    ("dispatcher", "HGET {tasks}:results:1 1-0", True),
+    ("dispatcher", "XLEN {tasks}:dead", True),
+    ("dispatcher", "XADD {tasks}:dead * a 1", False),
     ("dispatcher", "XREADGROUP GROUP workers c COUNT 1 STREAMS tasks >", False),
     ("dispatcher", "XACK tasks workers 1-0", False),
-    ("dispatcher", "HSET tasks:results:1 1-0 x", False),
+    ("dispatcher", "HSET {tasks}:results:1 1-0 x", False),
     ("dispatcher", "DEL tasks", False),
+    ("dispatcher", "INFO cluster", True),
+    ("dispatcher", "HGET tasks:results:1 1-0", False),  # the old, untagged names
+    ("consumer", "HSET tasks:results:1 1-0 x", False),
     ("dispatcher", "FLUSHALL", False),
     ("consumer", "XREADGROUP GROUP workers c COUNT 1 STREAMS tasks >", True),
     ("consumer", "XACK tasks workers 1-0", True),
     ("consumer", "XAUTOCLAIM tasks workers c 1000 0-0 COUNT 10", True),
     ("consumer", "XCLAIM tasks workers c 0 1-0 JUSTID", True),
     ("consumer", "XTRIM tasks MINID 1-0", True),
-    ("consumer", "HSET tasks:results:1 1-0 x", True),
-    ("consumer", "XADD tasks:dead * a 1", True),
-    ("consumer", "EVALSHA 0123 2 tasks tasks:dead workers 1-0", True),
+    ("consumer", "HSET {tasks}:results:1 1-0 x", True),
+    ("consumer", "XADD {tasks}:dead * a 1", True),
+    ("consumer", "EVALSHA 0123 2 tasks {tasks}:dead workers 1-0", True),
     ("consumer", "XADD tasks * task demo payload {}", False),
-    ("consumer", "XTRIM tasks:dead MAXLEN 0", False),
-    ("consumer", "XDEL tasks:dead 1-0", False),
+    ("consumer", "XTRIM {tasks}:dead MAXLEN 0", False),
+    ("consumer", "XDEL {tasks}:dead 1-0", False),
     ("consumer", "XGROUP DELCONSUMER tasks workers c", False),
     ("consumer", "KEYS *", False),
     ("consumer", "CONFIG SET appendonly no", False),
@@ -53,7 +56,7 @@ MATRIX = [
     ("keda", "XPENDING tasks workers", True),
     ("keda", "XADD tasks * a 1", False),
     ("keda", "XRANGE tasks - +", False),
-    ("operator", "XRANGE tasks:dead - +", True),
+    ("operator", "XRANGE {tasks}:dead - +", True),
     ("operator", "XADD tasks * task demo payload {}", True),
     ("operator", "XGROUP DELCONSUMER tasks workers c", True),
     ("operator", "CONFIG GET appendonly", True),
@@ -130,10 +133,10 @@ def test_default_user_is_off_and_roles_are_refused_live(
         with pytest.raises(redis.exceptions.NoPermissionError):
             consumer.xadd("tasks", {"task": "demo", "payload": "{}"})
         with pytest.raises(redis.exceptions.NoPermissionError):
-            consumer.delete("tasks:dead")
+            consumer.delete("{tasks}:dead")
     with as_user(server, "dispatcher", passwords["dispatcher"]) as dispatcher:
         with pytest.raises(redis.exceptions.NoPermissionError):
-            dispatcher.xadd("tasks:dead", {"forged": "dead letter"})
+            dispatcher.xadd("{tasks}:dead", {"forged": "dead letter"})
         with pytest.raises(redis.exceptions.NoPermissionError):
             dispatcher.flushall()
 
@@ -188,7 +191,7 @@ def test_services_work_end_to_end_with_their_own_users_and_leak_no_secret(
         bodies += [body, failed]
         with as_user(server, "operator", passwords["operator"]) as operator:
             eventually(lambda: drained(operator, 4), timeout_s=30)
-            assert operator.xlen("tasks:dead") == 1
+            assert operator.xlen("{tasks}:dead") == 1
         entry_id = json.loads(body)["entry_ids"][0]
         request = urllib.request.Request(f"{base}/results/{entry_id}")
         request.add_header("Authorization", f"Bearer {TOKEN}")
@@ -242,7 +245,7 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, dict[str, Path]]]:
     require_redis_server()
     certs = make_certificates(tmp_path)
     server = RedisServer(tmp_path / "redis")
-    server.extra = ["--port", "0", "--tls-port", str(server.port),
+    server.options += ["--port", "0", "--tls-port", str(server.port),
                     "--tls-cert-file", str(certs["server.crt"]),
                     "--tls-key-file", str(certs["server.key"]),
                     "--tls-ca-cert-file", str(certs["ca.crt"]),

@@ -1,50 +1,118 @@
-"""Both services' settings: defaults, environment names, bad values named at start."""
+"""Settings of every process (dispatcher, consumer, CLI): defaults, environment names,
+and bad values refused the same way by all three (pipeline_core.env)."""
 
+import os
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from consumer import errors as consumer_errors
+from cli import settings as cli_settings
 from consumer import settings as consumer_settings
-from dispatcher import errors as dispatcher_errors
 from dispatcher import settings as dispatcher_settings
+from pipeline_core.env import SettingsError
+from pipeline_core.keys import Queue, check_cluster_slots, queue_from_env, slot
+
+TOKEN = "t0ken-of-sixteen-chars"
+# Every process reads the shared variables; the dispatcher needs a token to start.
+PROCESSES: dict[str, Callable[[Mapping[str, str]], Any]] = {
+    "dispatcher": lambda env: dispatcher_settings.from_env(
+        {"DISPATCH_TOKENS": TOKEN, **env}
+    ),
+    "consumer": consumer_settings.from_env,
+    "cli": cli_settings.from_env,
+}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STREAM": ""}, "STREAM must not be empty"),
+        ({"STREAM": "  "}, "STREAM must not be empty"),
+        ({"GROUP": ""}, "GROUP must not be empty"),
+        ({"DEAD_LETTER_STREAM": " "}, "DEAD_LETTER_STREAM must not be empty"),
+        ({"REDIS_URL": ""}, "REDIS_URL must not be empty"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING"),
+        ({"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER must be 1 or 0"),
+        ({"STREAM": "ta}sks{"}, "STREAM 'ta}sks{': use '{' and '}' only around"),
+        ({"REDIS_PASSWORD_FILE": "/nonexistent"}, "REDIS_PASSWORD_FILE: cannot read"),
+    ],
+)
+@pytest.mark.parametrize("process", sorted(PROCESSES))
+def test_every_process_refuses_a_bad_shared_value_the_same_way(
+    process: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        PROCESSES[process](env)
+    assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CLAIM_IDLE_MS": "0"}, "CLAIM_IDLE_MS must be between 1 and inf, got '0'"),
+        ({"CLAIM_IDLE_MS": "-1"}, "CLAIM_IDLE_MS must be between 1 and inf"),
+        ({"CLAIM_IDLE_MS": "soon"}, "CLAIM_IDLE_MS must be a int, got 'soon'"),
+    ],
+)
+@pytest.mark.parametrize("process", ["consumer", "cli"])
+def test_durations_read_by_several_processes_are_refused_alike(
+    process: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        PROCESSES[process](env)
+
+
+@pytest.mark.parametrize("process", sorted(PROCESSES))
+def test_every_process_shares_the_queue_names_and_redis_settings(
+    process: str, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    env = {"STREAM": "jobs", "GROUP": "crew", "REDIS_PASSWORD": "ignored"}
+    env |= {"REDIS_PASSWORD_FILE": str(secret), "REDIS_CLUSTER": "1"}
+    settings = PROCESSES[process](env)
+    assert settings.queue == Queue("jobs", "crew", "{jobs}:dead")
+    assert (settings.redis.password, settings.redis.cluster) == ("s3cret", True)
+    defaults = PROCESSES[process]({})
+    assert defaults.queue == Queue("tasks", "workers", "{tasks}:dead")
+    assert defaults.redis.url == "redis://localhost:6379/0"
+    assert defaults.redis.cluster is None  # ask Redis at start
+
+
+def test_every_key_of_a_queue_shares_the_stream_slot() -> None:
+    queue = queue_from_env({})
+    assert queue.results_key("7200000-3") == "{tasks}:results:2"
+    assert slot(queue.dead_letter_stream) == slot(queue.results_key("1-0"))
+    assert slot(queue.stream) == slot(queue.dead_letter_stream) == slot("tasks")
+    tagged = queue_from_env({"STREAM": "app{q1}"})
+    assert tagged.dead_letter_stream == "app{q1}:dead"
+    assert slot(tagged.results_key("1-0")) == slot("app{q1}") == slot("q1")
+
+
+def test_a_dead_letter_stream_in_another_slot_is_refused_on_a_cluster() -> None:
+    queue = queue_from_env({"DEAD_LETTER_STREAM": "tasks:dead"})  # slot 5955, not 9114
+    with pytest.raises(SettingsError, match=re.escape("name it '{tasks}:dead'")):
+        check_cluster_slots(queue)
+    check_cluster_slots(queue_from_env({}))  # the default is fine
 
 
 def test_consumer_settings_defaults_follow_the_contract() -> None:
     s = consumer_settings.from_env({})
-    assert (s.redis_url, s.stream, s.group) == (
-        "redis://localhost:6379/0",
-        "tasks",
-        "workers",
-    )
-    assert (s.dead_letter_stream, s.max_deliveries, s.claim_idle_ms) == (
-        "tasks:dead",
-        5,
-        30_000,
-    )
+    assert (s.max_deliveries, s.claim_idle_ms) == (5, 30_000)
     assert (s.metrics_port, s.log_level, s.task_modules) == (9100, "INFO", ())
-    assert s.consumer_name.endswith(f"-{__import__('os').getpid()}")
+    assert s.consumer_name.endswith(f"-{os.getpid()}")
 
 
 def test_consumer_settings_read_the_environment() -> None:
     s = consumer_settings.from_env(
-        {
-            "STREAM": "jobs",
-            "CONSUMER_NAME": "pod-a",
-            "TASK_MODULES": "app.tasks, app.more ,",
-            "MAX_DELIVERIES": "2",
-            "REDIS_PASSWORD": "secret",
-            "LOG_LEVEL": "debug",
-        }
-    )
-    assert (s.stream, s.dead_letter_stream, s.consumer_name) == (
-        "jobs",
-        "jobs:dead",
-        "pod-a",
-    )
-    assert s.task_modules == ("app.tasks", "app.more")
-    assert (s.max_deliveries, s.redis_password, s.log_level) == (2, "secret", "DEBUG")
+        {"CONSUMER_NAME": "pod-a", "TASK_MODULES": "app.tasks, app.more ,",
+         "MAX_DELIVERIES": "2", "LOG_LEVEL": "debug"}
+    )  # fmt: skip
+    assert (s.consumer_name, s.task_modules) == ("pod-a", ("app.tasks", "app.more"))
+    assert (s.max_deliveries, s.log_level) == (2, "DEBUG")
 
 
 @pytest.mark.parametrize(
@@ -52,41 +120,30 @@ def test_consumer_settings_read_the_environment() -> None:
     [
         ({"MAX_DELIVERIES": "five"}, "MAX_DELIVERIES"),
         ({"MAX_DELIVERIES": "0"}, "MAX_DELIVERIES"),
-        ({"CLAIM_IDLE_MS": "-1"}, "CLAIM_IDLE_MS"),
         ({"METRICS_PORT": "70000"}, "METRICS_PORT"),
-        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
-        ({"STREAM": " "}, "STREAM"),
+        ({"CONSUMER_NAME": ""}, "CONSUMER_NAME"),
         ({"BLOCK_MS": "20000", "SOCKET_TIMEOUT_S": "5"}, "SOCKET_TIMEOUT_S"),
     ],
 )
 def test_consumer_settings_refuse_bad_values_naming_the_variable(
     env: dict[str, str], named: str
 ) -> None:
-    with pytest.raises(consumer_errors.SettingsError, match=named):
+    with pytest.raises(SettingsError, match=named):
         consumer_settings.from_env(env)
-
-
-TOKEN = "t0ken-of-sixteen-chars"
 
 
 def test_dispatcher_settings_defaults_and_environment() -> None:
     assert dispatcher_settings.from_env({"DISPATCH_TOKENS": TOKEN}).port == 8000
     s = dispatcher_settings.from_env(
-        {
-            "PORT": "9000",
-            "STREAM": "jobs",
-            "MAX_MESSAGES": "5",
-            "DISPATCH_TOKENS": TOKEN,
-        }
+        {"PORT": "9000", "MAX_MESSAGES": "5", "DISPATCH_TOKENS": TOKEN}
     )
-    assert (s.port, s.stream, s.max_messages) == (9000, "jobs", 5)
-    assert s.dead_letter_stream == "jobs:dead"
+    assert (s.port, s.max_messages) == (9000, 5)
 
 
 def test_dispatcher_needs_tokens_or_an_explicit_open_loopback_run() -> None:
-    with pytest.raises(dispatcher_errors.SettingsError, match="DISPATCH_TOKENS"):
+    with pytest.raises(SettingsError, match="DISPATCH_TOKENS"):
         dispatcher_settings.from_env({})
-    with pytest.raises(dispatcher_errors.SettingsError, match="needs HOST on loopback"):
+    with pytest.raises(SettingsError, match="needs HOST on loopback"):
         dispatcher_settings.from_env({"DISPATCH_ALLOW_ANONYMOUS": "1"})  # 0.0.0.0
     local = {"DISPATCH_ALLOW_ANONYMOUS": "1", "HOST": "127.0.0.1"}
     assert dispatcher_settings.from_env(local).allow_anonymous
@@ -103,7 +160,7 @@ def test_dispatcher_tokens_come_from_a_list_or_a_file_and_must_be_long(
     tokens.write_text(f"# rotated 2026-11\n{TOKEN}\n\n{TOKEN}-new\n")
     from_file = dispatcher_settings.from_env({"DISPATCH_TOKENS_FILE": str(tokens)})
     assert from_file.tokens == (TOKEN, f"{TOKEN}-new")
-    with pytest.raises(dispatcher_errors.SettingsError) as refused:
+    with pytest.raises(SettingsError) as refused:
         dispatcher_settings.from_env({"DISPATCH_TOKENS": "short-secret"})
     assert "16+ characters" in str(refused.value)
     assert "short-secret" not in str(refused.value)  # never echo a token
@@ -115,26 +172,20 @@ def test_dispatcher_tokens_come_from_a_list_or_a_file_and_must_be_long(
         ({"PORT": "http"}, "PORT"),
         ({"PORT": "0"}, "PORT"),
         ({"MAX_PACING_S": "-3"}, "MAX_PACING_S"),
-        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
-        ({"STREAM": ""}, "STREAM"),
+        ({"DISPATCH_ALLOW_ANONYMOUS": "sure"}, "DISPATCH_ALLOW_ANONYMOUS"),
     ],
 )
 def test_dispatcher_settings_refuse_bad_values_naming_the_variable(
     env: dict[str, str], named: str
 ) -> None:
-    with pytest.raises(dispatcher_errors.SettingsError, match=named):
-        dispatcher_settings.from_env(env)
+    with pytest.raises(SettingsError, match=named):
+        dispatcher_settings.from_env({"DISPATCH_TOKENS": TOKEN, **env})
 
 
-@pytest.mark.parametrize("service", [consumer_settings, dispatcher_settings])
-def test_settings_read_the_redis_password_from_a_mounted_file(
-    service: Any, tmp_path: Path
-) -> None:
-    secret = tmp_path / "password"
-    secret.write_text("s3cret\n")
-    env = {"REDIS_PASSWORD": "ignored", "REDIS_PASSWORD_FILE": str(secret)}
-    env |= {"DISPATCH_TOKENS": TOKEN}  # the dispatcher needs one to start
-    assert service.from_env(env).redis_password == "s3cret"
-    errors = (consumer_errors.SettingsError, dispatcher_errors.SettingsError)
-    with pytest.raises(errors, match="REDIS_PASSWORD_FILE: cannot read"):
-        service.from_env({"REDIS_PASSWORD_FILE": str(tmp_path / "missing")})
+def test_cli_finds_the_redis_that_make_run_chose(tmp_path: Path) -> None:
+    recorded = tmp_path / "pipeline.env"
+    recorded.write_text("# by make run\nREDIS_URL=redis://127.0.0.1:6381/0\n")
+    found = cli_settings.environment({}, recorded)
+    assert found.redis.url == "redis://127.0.0.1:6381/0"
+    mine = cli_settings.environment({"REDIS_URL": "redis://elsewhere:6379/0"}, recorded)
+    assert mine.redis.url == "redis://elsewhere:6379/0"  # the environment wins

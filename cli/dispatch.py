@@ -1,4 +1,5 @@
-"""`pipeline dispatch TASK --payloads FILE.jsonl`: bulk dispatch with a progress bar."""
+"""`pipeline dispatch TASK --payloads FILE.jsonl`: bulk dispatch with a progress bar,
+a summary of refusals by line, and a resume point after the last accepted line."""
 
 import argparse
 import sys
@@ -13,9 +14,23 @@ from cli.bulk import Poster, Summary, batches, progress_file, send
 from cli.settings import CliError, Settings
 
 
-def dispatch_file(
-    args: argparse.Namespace, settings: Settings, console: Console
-) -> int:
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    dispatch = sub.add_parser(
+        "dispatch", help="send a JSONL file of payloads, in batches"
+    )
+    dispatch.add_argument("task", help="the task every line is a payload of")
+    dispatch.add_argument(
+        "--payloads", required=True, metavar="FILE", help="JSONL file, or -"
+    )
+    dispatch.add_argument(
+        "--batch", type=int, default=100, help="payloads a request (100)"
+    )
+    dispatch.add_argument("--restart", action="store_true", help="ignore FILE.progress")
+    dispatch.add_argument("--json", action="store_true", help="JSON for scripts")
+    dispatch.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     """Send every line of the file as a payload of TASK, resuming after the last
     accepted line of an earlier run (kept in FILE.progress), unless --restart."""
     resume = None if args.payloads == "-" else progress_file(Path(args.payloads))

@@ -1,0 +1,109 @@
+"""`pipeline status [--watch S]`: the stream, group, consumers and Redis at a glance."""
+
+import argparse
+import time
+from typing import Any
+
+import redis
+from rich.console import Console
+
+from cli import output
+from cli.settings import CliError, Settings, connect_cli
+from pipeline_core.connection import Client, queue_node, redacted
+from pipeline_core.group_state import GroupState, read_group_state
+
+WATCHED_CONFIG = ("appendonly", "appendfsync", "maxmemory-policy")
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    status = sub.add_parser(
+        "status", help="the stream, group, consumers and Redis at a glance"
+    )
+    status.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                        help="refresh every SECONDS (2) until Ctrl-C")  # fmt: skip
+    status.add_argument("--json", action="store_true", help="JSON for scripts")
+    status.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    """Once, or with --watch every few seconds until Ctrl-C (which ends it cleanly)."""
+    client = connect_cli(settings)
+    try:
+        while True:
+            data = status(client, settings)
+            if args.json:
+                output.as_json(data)
+            else:
+                if args.watch:
+                    console.clear()
+                output.status(data, console)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+
+
+def require_group(state: GroupState, settings: Settings) -> None:
+    """A missing stream or group is for the operator to fix (or wait for)."""
+    q = settings.queue
+    if not state.stream_exists:
+        raise CliError(
+            f"no stream {q.stream!r}: none dispatched yet, or STREAM is wrong"
+        )
+    if not state.group_exists:
+        raise CliError(
+            f"no group {q.group!r} on stream {q.stream!r}: start a consumer once "
+            "(it creates it), or check GROUP"
+        )
+
+
+def status(client: Client, settings: Settings) -> dict[str, Any]:
+    state = read_group_state(client, settings.queue)
+    require_group(state, settings)
+    persistence, warnings = _persistence(client, settings)
+    server = queue_node(client, settings.queue).info("server")
+    return {
+        "stream": settings.queue.stream,
+        "length": state.length,
+        "group": settings.queue.group,
+        "consumers": [
+            {"name": c.name, "pending": c.pending, "idle_s": c.idle_s}
+            for c in state.consumers
+        ],
+        "lag": state.lag,
+        "lag_source": state.lag_source,
+        "pending": state.pending,
+        "oldest_pending_age_s": state.oldest_pending_age_s,
+        "oldest_undelivered_age_s": state.oldest_undelivered_age_s,
+        "dead_letters": state.dead_letters,
+        "redis_version": server["redis_version"],
+        "redis_url": redacted(settings.redis.url),
+        "persistence": persistence,
+        "warnings": warnings,
+    }
+
+
+def _persistence(
+    client: Client, settings: Settings
+) -> tuple[dict[str, str], list[str]]:
+    node = queue_node(client, settings.queue)
+    try:
+        config = {
+            name: str(node.config_get(name).get(name, "?")) for name in WATCHED_CONFIG
+        }
+    except redis.exceptions.NoPermissionError:
+        return {}, [
+            "cannot read the persistence settings (CONFIG GET refused to this user)"
+        ]
+    warnings = []
+    if config["appendonly"] != "yes":
+        warnings.append(
+            "appendonly is off: a Redis crash loses acknowledged dispatches"
+        )
+    if config["maxmemory-policy"] != "noeviction":
+        policy = config["maxmemory-policy"]
+        warnings.append(
+            f"maxmemory-policy is {policy}: Redis may evict the stream itself"
+        )
+    return config, warnings

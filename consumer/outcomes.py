@@ -1,0 +1,136 @@
+"""Outcomes: what becomes of an entry once its turn came. Each is written here once:
+
+ack           result stored and XACK, together (one MULTI per lot)
+failed        left pending for a retry through reclaim, or dead-lettered when out of
+              deliveries
+dead_letter   moved to the dead-letter stream with the reason (exactly once)
+release       handed back unstarted (on stop) for any consumer to take at once
+"""
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Collection
+
+from redis.typing import EncodableT, FieldT
+
+from consumer.message import Message
+from consumer.metrics import ConsumerMetrics
+from consumer.ownership import Ownership
+from consumer.settings import Settings
+from pipeline_core.connection import Client
+from pipeline_core.wire import dead_letter_fields
+
+log = logging.getLogger(__name__)
+
+# Why Lua: the dead letter must be written exactly once. XACK answers 1 only to the
+# caller that removes the entry from the pending list; a MULTI cannot make the XADD
+# depend on that answer, so a retried or late MULTI (after another consumer finished the
+# entry) would add a second dead letter. KEYS: stream, dead-letter stream. ARGV: group,
+# entry ID, fields...
+DEAD_LETTER = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+end
+return false
+"""
+ERROR_LIMIT = 2000  # characters of a failure's text kept in its dead letter
+
+
+def store_and_ack(
+    client: Client, settings: Settings, done: list[tuple[Message, str]]
+) -> None:
+    """Results into their hourly hashes and XACK of their entries, in one MULTI/EXEC: a
+    result exists exactly when its entry is acknowledged. Three commands a batch."""
+    queue = settings.queue
+    fields: dict[str, dict[FieldT, EncodableT]] = {}
+    for message, result in done:
+        key = queue.results_key(message.entry_id)
+        fields.setdefault(key, {})[message.entry_id] = result
+    with client.pipeline(transaction=True) as pipe:
+        for key, mapping in fields.items():
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, settings.result_ttl_s)  # kept that long after the last
+        pipe.xack(queue.stream, queue.group, *(m.entry_id for m, _ in done))
+        pipe.execute()
+
+
+class Outcomes:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        metrics: ConsumerMetrics,
+        ownership: Ownership,
+        tasks: Collection[str],
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.metrics = metrics
+        self.ownership = ownership
+        self.tasks = tasks
+        self._dead_letter = client.register_script(DEAD_LETTER)
+
+    def ack(self, done: list[tuple[Message, str]]) -> None:
+        """Store the results and XACK their entries in one MULTI/EXEC."""
+        if not done:
+            return
+        late = self.ownership.taken_over(m.entry_id for m, _ in done)
+        if late:
+            # Harmless: the work is done; the new owner's own ack will find nothing.
+            self.metrics.late_acks.inc(len(late))
+            log.warning("late acks of entries taken over", extra={"entry_ids": late})
+        store_and_ack(self.client, self.settings, done)
+        for task, acked in Counter(message.task for message, _ in done).items():
+            self.metrics.count(task, "acked", acked)
+        now = time.time()
+        for message, _ in done:
+            self.metrics.end_to_end(message.task, now - message.enqueued_s)
+        if log.isEnabledFor(logging.DEBUG):
+            ids = [m.entry_id for m, _ in done]
+            log.debug("messages acked", extra={"entry_ids": ids})
+
+    def failed(self, message: Message, error: Exception) -> None:
+        """The task raised: retried through reclaim, unless out of deliveries."""
+        if message.deliveries >= self.settings.max_deliveries:
+            self.dead_letter(message, f"{type(error).__name__}: {error}")
+            return
+        # Left pending, unrenewed: claim_stale (here or elsewhere) returns it after
+        # claim_idle_ms.
+        self.ownership.let_go([message.entry_id])
+        self.metrics.count(message.task, "failed")
+        facts = {"entry_id": message.entry_id, "deliveries": message.deliveries}
+        log.warning("task failed, will be retried", exc_info=error, extra=facts)
+
+    def dead_letter(
+        self, message: Message, error: str, deliveries: int | None = None
+    ) -> None:
+        """Move an entry to the dead-letter stream with the reason (ack + XADD,
+        atomically; nothing is written if the entry was acked already)."""
+        s = self.settings
+        count = message.deliveries if deliveries is None else deliveries
+        fields = dead_letter_fields(
+            message.fields,
+            message.entry_id,
+            error[:ERROR_LIMIT],
+            count,
+            s.consumer_name,
+        )
+        flat = [item for pair in fields.items() for item in pair]
+        keys = [s.queue.stream, s.queue.dead_letter_stream]
+        dead_id = self._dead_letter(
+            keys=keys, args=[s.queue.group, message.entry_id, *flat]
+        )
+        if dead_id is None:
+            return
+        task = message.task if message.task in self.tasks else "unknown"
+        self.metrics.count(task, "dead_lettered")
+        facts = {"entry_id": message.entry_id, "task": task, "error": fields["error"]}
+        log.error("message dead-lettered", extra={**facts, "deliveries": count})
+
+    def release(self, messages: list[Message]) -> int:
+        """Hand unstarted entries back: claimable by any consumer at once, their
+        delivery uncounted."""
+        released = self.ownership.release([m.entry_id for m in messages])
+        self.metrics.released.inc(released)
+        return released

@@ -1,0 +1,140 @@
+"""Ownership: the one answer to "is this entry still ours?".
+
+A consumer holds the entries of the batch in hand (read or claimed), starts them one
+at a time, and lets them go once acked, failed or dead-lettered. Its claims are renewed
+by the heartbeat thread (renew); an entry another consumer took over meanwhile (this
+one was frozen: SIGSTOP, a long GC pause, a partition) is marked lost and skipped. The
+worker loop and the heartbeat thread share this record, guarded by a lock.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+from redis.typing import EncodableT
+
+from consumer.settings import Settings
+from pipeline_core.connection import Client
+
+log = logging.getLogger(__name__)
+
+# Why Lua: "renew (or release) this entry only if this consumer still owns it" must read
+# the pending list and XCLAIM in one atomic step, and a MULTI cannot branch on a read. A
+# plain XCLAIM would take an entry back from a consumer that reclaimed it while we were
+# paused. KEYS: the stream. ARGV: group, consumer, idle_ms, entry IDs... With idle_ms 0
+# the claim is renewed (idle time reset, delivery count untouched, thanks to JUSTID).
+# Otherwise the entry is released: its idle time set to idle_ms so any consumer's
+# XAUTOCLAIM takes it at once, and its delivery count lowered by one, since this
+# delivery never ran.
+CLAIM_IF_OWNER = """
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local idle = tonumber(ARGV[3])
+local owned = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local row = redis.call('XPENDING', stream, group, id, id, 1)[1]
+  if row and row[2] == consumer then
+    if idle > 0 then
+      redis.call('XCLAIM', stream, group, consumer, 0, id, 'IDLE', idle,
+                 'RETRYCOUNT', math.max(row[4] - 1, 0), 'JUSTID')
+    else
+      redis.call('XCLAIM', stream, group, consumer, 0, id, 'JUSTID')
+    end
+    owned[#owned + 1] = id
+  end
+end
+return owned
+"""
+
+
+class Ownership:
+    """Entry IDs this consumer holds: waiting in the batch, or running (since when)."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.settings = settings
+        self._script = client.register_script(CLAIM_IF_OWNER)
+        # Held for a whole renewal round trip. A release takes it too, so a renewal
+        # that read the held IDs just before cannot undo the release.
+        self._renewing = threading.Lock()
+        self._lock = threading.Lock()
+        self._started: dict[str, float | None] = {}
+        self._lost: set[str] = set()
+        self._renewed_s = time.monotonic()
+
+    def hold(self, entry_ids: Iterable[str]) -> None:
+        """A batch just read or claimed (so its claims are fresh)."""
+        with self._lock:
+            self._started.update(dict.fromkeys(entry_ids))
+            self._renewed_s = time.monotonic()
+
+    def start(self, entry_id: str) -> None:
+        with self._lock:
+            self._started[entry_id] = time.monotonic()
+
+    def let_go(self, entry_ids: Iterable[str]) -> None:
+        """Done with these (acked, failed, dead-lettered): no more renewals."""
+        with self._lock:
+            for entry_id in entry_ids:
+                self._started.pop(entry_id, None)
+                self._lost.discard(entry_id)
+
+    def still_ours(self, entry_id: str) -> bool:
+        """Whether the entry may still be started or acked as ours."""
+        self._check_after_freeze()
+        if not self._lost:
+            return True  # the usual case, checked per entry: no lock needed to see it
+        with self._lock:
+            return entry_id not in self._lost
+
+    def taken_over(self, entry_ids: Iterable[str]) -> list[str]:
+        """Which of these another consumer took over (we would ack them late)."""
+        return [entry_id for entry_id in entry_ids if not self.still_ours(entry_id)]
+
+    def renew(self) -> None:
+        """Renew each renewable held claim once; mark those another consumer took."""
+        with self._renewing:
+            started_s = time.monotonic()
+            entry_ids = self.renewable()
+            owned = self._owned(entry_ids, idle_ms=0)
+            with self._lock:
+                self._renewed_s = max(self._renewed_s, started_s)
+        lost = set(entry_ids) - set(owned)
+        if lost:
+            log.warning("claims taken over", extra={"entry_ids": sorted(lost)})
+            with self._lock:
+                self._lost.update(i for i in lost if i in self._started)
+
+    def release(self, entry_ids: list[str]) -> int:
+        """Hand entries back: claimable by any consumer now, their last delivery
+        uncounted. Returns how many were still ours to release."""
+        with self._renewing:
+            self.let_go(entry_ids)
+            return len(self._owned(entry_ids, idle_ms=self.settings.claim_idle_ms))
+
+    def renewable(self) -> list[str]:
+        """Held IDs, minus a task running past task_timeout_s: its claim is left to
+        lapse, so a hung task's entry goes to another consumer after claim_idle_ms."""
+        deadline = time.monotonic() - self.settings.task_timeout_s
+        with self._lock:
+            return [i for i, s in self._started.items() if s is None or s > deadline]
+
+    def renewal_overdue(self) -> bool:
+        """True when the claims went unrenewed for two heartbeats: the process was
+        frozen or the heartbeat stalled, and another consumer may have taken some."""
+        limit_s = 2 * self.settings.heartbeat_interval_s
+        return time.monotonic() - self._renewed_s > limit_s  # a float read is atomic
+
+    def _check_after_freeze(self) -> None:
+        if self.renewal_overdue():
+            self.renew()  # woken from a freeze: which claims are still ours?
+
+    def _owned(self, entry_ids: list[str], idle_ms: int) -> list[str]:
+        if not entry_ids:
+            return []
+        s = self.settings
+        args: list[EncodableT] = [s.queue.group, s.consumer_name, idle_ms, *entry_ids]
+        reply = self._script(keys=[s.queue.stream], args=args)
+        if not isinstance(reply, list):
+            raise TypeError(f"claim script answered {reply!r}")
+        return [entry_id for entry_id in reply if isinstance(entry_id, str)]

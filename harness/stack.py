@@ -1,0 +1,143 @@
+"""Stack: Redis, the dispatcher and consumers as real processes, the one way `make
+run`, the fault-injection suite, the bench and the tests start the pipeline.
+
+With `supervise`, a consumer that exits on its own is started again under the same
+name, as Kubernetes restarts a crashed container in its pod.
+"""
+
+import subprocess
+import threading
+from pathlib import Path
+
+from harness.processes import Service, free_port, http_ok, wait_for
+from harness.redis_server import SHIPPED, RedisServer
+
+
+class Stack:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        consumers: int = 2,
+        consumer_env: dict[str, str] | None = None,
+        dispatcher_env: dict[str, str] | None = None,
+        consumer_module: str = "consumer",
+        redis_url: str | None = None,
+        redis_options: tuple[str, ...] = SHIPPED,
+        redis_port: int | None = None,
+        port: int | None = None,
+        log_files: bool = True,
+        supervise: bool = False,
+    ) -> None:
+        """Starts a Redis of its own (redis_options) unless given the address of one
+        (redis_url: someone else's, never stopped here). Without log_files, output
+        goes to our stdout."""
+        self.workdir = workdir
+        self.redis = (
+            None
+            if redis_url
+            else RedisServer(workdir / "redis", redis_options, port=redis_port)
+        )
+        self.url = redis_url or (self.redis.url if self.redis else "")
+        self.consumer_count = consumers
+        self.consumer_env = consumer_env or {}
+        self.dispatcher_env = dispatcher_env or {}
+        self.consumer_module = consumer_module
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_dir = workdir / "logs" if log_files else None
+        self.consumers: dict[str, Service] = {}
+        self.dispatcher: Service | None = None
+        self.retired: set[str] = set()
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._supervisor = (
+            threading.Thread(target=self._supervise, daemon=True) if supervise else None
+        )
+
+    def start(self, dispatcher: bool = True) -> "Stack":
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.redis:
+            self.redis.start()
+        if dispatcher:
+            self.start_dispatcher()
+        for number in range(1, self.consumer_count + 1):
+            self.start_consumer(f"c{number}")
+        if self.redis and self.consumer_count:
+            wait_for(self.consumers_connected, timeout_s=30, every_s=0.05)
+        if self._supervisor:
+            self._supervisor.start()
+        return self
+
+    def consumers_connected(self) -> bool:
+        """Every live consumer has connected to our Redis (CLIENT LIST shows its
+        name): past its start-up, its signal handlers are in place."""
+        if not self.redis:
+            return True
+        with self.redis.client() as client:
+            names = {str(c.get("name")) for c in client.client_list()}
+        return set(self.live_consumers()) <= names
+
+    def start_dispatcher(self, timeout_s: float = 30) -> Service:
+        env = {"REDIS_URL": self.url, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        env["DISPATCH_ALLOW_ANONYMOUS"] = "1"  # loopback only
+        env |= self.dispatcher_env
+        self.dispatcher = Service("dispatcher", env, self._log("dispatcher"))
+        wait_for(lambda: http_ok(f"{self.base_url}/healthz"), timeout_s=timeout_s)
+        return self.dispatcher
+
+    def start_consumer(self, name: str, **env: str) -> Service:
+        settings = {"METRICS_PORT": "0", **self.consumer_env, **env}
+        settings |= {"REDIS_URL": self.url, "CONSUMER_NAME": name}
+        service = Service(self.consumer_module, settings, self._log(name))
+        with self._lock:
+            self.consumers[name] = service
+        return service
+
+    def retire(self, name: str) -> Service:
+        """Mark a consumer as meant to stop, so the supervisor leaves it stopped."""
+        with self._lock:
+            self.retired.add(name)
+            return self.consumers[name]
+
+    def live_consumers(self) -> dict[str, Service]:
+        with self._lock:
+            return {n: s for n, s in self.consumers.items() if n not in self.retired}
+
+    def log_text(self, name: str) -> str:
+        path = self._log(name)
+        return path.read_text(errors="replace") if path else ""
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """The dispatcher first (no new work), then the consumers (each finishes the
+        entry in hand), then Redis."""
+        self._stop.set()
+        if self._supervisor and self._supervisor.is_alive():
+            self._supervisor.join()
+        if self.dispatcher is not None:
+            self.dispatcher.stop(grace_s, show_log=False)
+        for service in self.consumers.values():
+            service.stop(grace_s, show_log=False)
+        if self.redis:
+            self.redis.kill()
+
+    def processes(self) -> "list[subprocess.Popen[bytes]]":
+        """Every process of the stack, Redis included (to kill them all at once)."""
+        services = [self.dispatcher, *self.consumers.values()]
+        found = [service.process for service in services if service]
+        return found + (
+            [self.redis.process] if self.redis and self.redis.process else []
+        )
+
+    def _log(self, name: str) -> Path | None:
+        return self.log_dir / f"{name}.log" if self.log_dir else None
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.1):
+            for name, service in self.live_consumers().items():
+                if not service.alive():
+                    service.stop(show_log=False)
+                    self.start_consumer(name)
+                    self.restarts += 1

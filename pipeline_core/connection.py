@@ -1,0 +1,155 @@
+"""The Redis settings every process shares, and the one way to connect.
+
+Each service passes its own retry policy: the dispatcher never retries a command (a
+retried XADD whose reply was lost would write its batch twice), the consumer retries
+single commands briefly. A Redis Cluster is detected at start (`INFO cluster`) unless
+REDIS_CLUSTER says; then redis-py's cluster client routes every command by key.
+"""
+
+import logging
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+from pipeline_core.env import flag, optional, secret, text
+from pipeline_core.keys import Queue, check_cluster_slots
+
+log = logging.getLogger(__name__)
+
+Client: TypeAlias = redis.Redis | RedisCluster
+NO_RETRY = Retry(NoBackoff(), 0)
+# Entry fields are UTF-8 text. Bytes that are not (written by another producer) are
+# decoded with surrogate escapes instead of failing the whole reply: the entry can
+# then be dead-lettered, and written back byte for byte.
+ENCODING_ERRORS = "surrogateescape"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = "redis://localhost:6379/0"
+    username: str | None = None
+    password: str | None = None
+    # TLS (rediss:// URLs): the CA that signed Redis's certificate, and a client
+    # certificate and key when Redis asks for one (tls-auth-clients).
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    cluster: bool | None = None  # None: ask Redis at start (INFO cluster)
+
+
+def redis_from_env(env: Mapping[str, str]) -> RedisSettings:
+    """REDIS_URL, REDIS_USERNAME, REDIS_PASSWORD(_FILE), REDIS_CA_FILE,
+    REDIS_CERT_FILE, REDIS_KEY_FILE and REDIS_CLUSTER (1, 0, or unset: detect)."""
+    return RedisSettings(
+        url=text(env, "REDIS_URL", RedisSettings().url),
+        username=optional(env, "REDIS_USERNAME"),
+        password=secret(env, "REDIS_PASSWORD"),
+        ca_file=optional(env, "REDIS_CA_FILE"),
+        cert_file=optional(env, "REDIS_CERT_FILE"),
+        key_file=optional(env, "REDIS_KEY_FILE"),
+        cluster=flag(env, "REDIS_CLUSTER"),
+    )
+
+
+def connect(
+    settings: RedisSettings,
+    *,
+    socket_timeout_s: float,
+    retry: Retry = NO_RETRY,
+    client_name: str | None = None,
+    connect_timeout_s: float | None = None,
+    queue: Queue | None = None,
+) -> Client:
+    """A decoding client for a single Redis or a Redis Cluster (see is_cluster). On a
+    cluster, the queue's keys must share one slot (SettingsError otherwise)."""
+    options = _options(settings, socket_timeout_s, client_name, connect_timeout_s)
+    if is_cluster(settings, options):
+        if queue is not None:
+            check_cluster_slots(queue)
+        return RedisCluster.from_url(settings.url, retry=retry, **options)
+    return redis.Redis.from_url(
+        settings.url,
+        retry=retry,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        **options,
+    )
+
+
+def is_cluster(settings: RedisSettings, options: dict[str, Any]) -> bool:
+    """REDIS_CLUSTER when set; else what the node at REDIS_URL says. A node that is
+    down raises (the caller decides whether to wait or guess); a user not allowed INFO
+    is taken for a single Redis, with a warning naming REDIS_CLUSTER."""
+    if settings.cluster is not None:
+        return settings.cluster
+    try:
+        with redis.Redis.from_url(settings.url, **options) as probe:
+            return bool(probe.info("cluster").get("cluster_enabled"))
+    except redis.exceptions.NoPermissionError:
+        log.warning(
+            "cannot ask redis whether it is a cluster (INFO refused); assuming not: "
+            "set REDIS_CLUSTER"
+        )
+        return False
+
+
+def redacted(url: str) -> str:
+    """A Redis URL without its user and password, fit for logs and errors."""
+    parts = urllib.parse.urlsplit(url)
+    where = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, where, parts.path, "", ""))
+
+
+def queue_node(client: Client, queue: Queue) -> redis.Redis:
+    """The client of the one node that holds the queue: the client itself, or on a
+    cluster, the master of the stream's slot (for INFO, CONFIG GET and the like)."""
+    if not isinstance(client, RedisCluster):
+        return client
+    node = client.get_node_from_key(queue.stream)
+    if node is None or node.redis_connection is None:
+        raise redis.ConnectionError(f"no cluster node holds {queue.stream!r}")
+    connection: redis.Redis = node.redis_connection
+    return connection
+
+
+def answers(settings: RedisSettings) -> bool:
+    """Whether the node at REDIS_URL answers PING now (2 s at most). A refused
+    password is not an outage: it raises."""
+    try:
+        with redis.Redis.from_url(
+            settings.url, **_options(settings, 2.0, None, 2.0)
+        ) as probe:
+            return bool(probe.ping())
+    except redis.AuthenticationError:
+        raise
+    except redis.RedisError:
+        return False
+
+
+def _options(
+    settings: RedisSettings,
+    socket_timeout_s: float,
+    client_name: str | None,
+    connect_timeout_s: float | None,
+) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "username": settings.username,
+        "password": settings.password,
+        "decode_responses": True,
+        "encoding_errors": ENCODING_ERRORS,
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": connect_timeout_s or min(socket_timeout_s, 5.0),
+        "client_name": client_name,  # CLIENT LIST shows who is who
+    }
+    if settings.url.startswith("rediss://"):  # certificates for TLS
+        options |= {
+            "ssl_ca_certs": settings.ca_file,
+            "ssl_certfile": settings.cert_file,
+            "ssl_keyfile": settings.key_file,
+        }
+    return options
