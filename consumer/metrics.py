@@ -11,42 +11,10 @@ from prometheus_client import CollectorRegistry, Counter
 
 from consumer.histograms import TaskHistograms
 
-PROCESSING_BUCKETS_S = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    300,
-)
-LATENCY_BUCKETS_S = (
-    0.001,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    300,
-)
+PROCESSING_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                        0.5, 1, 2.5, 5, 10, 30, 60, 300)  # fmt: skip
+LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+                     60, 300)  # fmt: skip
 # failed: the task raised and the entry waits for a retry; dead_lettered: gave up.
 OUTCOMES = ("acked", "failed", "dead_lettered")
 

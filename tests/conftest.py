@@ -10,8 +10,10 @@ from typing import TypeVar
 import psutil
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from harness.processes import wait_for
+from harness.redis_server import LocalCluster
 
 T = TypeVar("T")
 
@@ -56,6 +58,25 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     """A decoded client on an empty database."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """One local Redis Cluster (3 masters) for every cluster test of the run."""
+    require_tool("redis-cli", "redis-server")
+    require_redis_server()
+    started = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def rc(cluster: LocalCluster) -> Iterator[RedisCluster]:
+    """A decoded cluster client on an empty cluster."""
+    cluster.flush()
+    client = cluster.client()
     yield client
     client.close()
 

@@ -1,6 +1,8 @@
 """Factories for tests: settings with tiny timings, workers, and raw entries."""
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -10,6 +12,7 @@ from redis.typing import EncodableT, FieldT
 from consumer.message import to_messages
 from consumer.settings import Settings
 from consumer.worker import Worker
+from pipeline_core.connection import Client
 from pipeline_core.keys import Queue
 
 STREAM, GROUP, DEAD = "tasks", "workers", "{tasks}:dead"
@@ -32,7 +35,7 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 def make_worker(
-    client: redis.Redis, tasks: Mapping[str, Callable[..., Any]], **overrides: Any
+    client: Client, tasks: Mapping[str, Callable[..., Any]], **overrides: Any
 ) -> Worker:
     worker = Worker(client, make_settings(**overrides), tasks)
     worker.ensure_group()
@@ -40,7 +43,7 @@ def make_worker(
 
 
 def add_entry(
-    client: redis.Redis,
+    client: Client,
     task: str,
     payload: object = None,
     raw: dict[str, str] | None = None,
@@ -56,7 +59,7 @@ def add_entry(
     return entry_id
 
 
-def pending(client: redis.Redis) -> list[dict[str, Any]]:
+def pending(client: Client) -> list[dict[str, Any]]:
     """The pending list, oldest first: message_id, consumer, idle, deliveries."""
     try:
         rows = client.xpending_range(STREAM, GROUP, "-", "+", 1000)
@@ -66,29 +69,27 @@ def pending(client: redis.Redis) -> list[dict[str, Any]]:
     return rows
 
 
-def deliver_to(client: redis.Redis, consumer: str, count: int = 100) -> list[str]:
+def deliver_to(client: Client, consumer: str, count: int = 100) -> list[str]:
     """XREADGROUP as another consumer (one that then crashes); returns the IDs."""
     reply = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count)
     assert isinstance(reply, list)
     return [entry_id for _stream, entries in reply for entry_id, _fields in entries]
 
 
-def entries(
-    client: redis.Redis, stream: str = STREAM
-) -> list[tuple[str, dict[str, str]]]:
+def entries(client: Client, stream: str = STREAM) -> list[tuple[str, dict[str, str]]]:
     """XRANGE of a whole stream, narrowed to decoded strings."""
     return [(m.entry_id, m.fields) for m in to_messages(client.xrange(stream), 0)]
 
 
-def entry_ids(client: redis.Redis, stream: str = STREAM) -> list[str]:
+def entry_ids(client: Client, stream: str = STREAM) -> list[str]:
     return [entry_id for entry_id, _ in entries(client, stream)]
 
 
-def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
+def dead_letters(client: Client) -> list[dict[str, str]]:
     return [fields for _, fields in entries(client, DEAD)]
 
 
-def drained(client: redis.Redis, count: int) -> bool:
+def drained(client: Client, count: int) -> bool:
     """Every one of `count` entries was delivered and nothing is pending."""
     groups = client.xinfo_groups(STREAM) if client.exists(STREAM) else []
     return (
@@ -98,8 +99,20 @@ def drained(client: redis.Redis, count: int) -> bool:
     )
 
 
-def result_of(client: redis.Redis, entry_id: str) -> str | None:
+def result_of(client: Client, entry_id: str) -> str | None:
     """The stored result (JSON) of an entry, or None."""
     stored = client.hget(QUEUE.results_key(entry_id), entry_id)
     assert stored is None or isinstance(stored, str)
     return stored
+
+
+def call(url: str, body: object | None = None) -> tuple[int, dict[str, Any]]:
+    """GET, or POST a JSON body; the status and the JSON answer, errors included."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

@@ -7,7 +7,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -15,7 +14,7 @@ import redis
 from harness.processes import Service, free_port, http_ok
 from harness.redis_server import RedisServer
 from tests.conftest import eventually
-from tests.factories import DEAD, STREAM, dead_letters, drained, pending
+from tests.factories import DEAD, STREAM, call, dead_letters, drained, pending
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,17 +29,6 @@ FAST = {
 }
 
 StartConsumer = Callable[..., Service]
-
-
-def call(url: str, body: object | None = None) -> tuple[int, dict[str, Any]]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def start_dispatcher(redis_url: str, log_dir: Path) -> tuple[Service, str]:

@@ -1,0 +1,122 @@
+"""The pipeline on a real local Redis Cluster (3 masters, created once per run by the
+harness): every key of the queue in the stream's slot, so the result+XACK MULTI and
+the Lua scripts run; then the whole story with real processes."""
+
+import json
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.cluster import RedisCluster
+
+from cli.__main__ import main as pipeline
+from harness.redis_server import LocalCluster
+from harness.stack import Stack
+from pipeline_core.keys import slot
+from tests.conftest import eventually
+from tests.factories import (
+    DEAD,
+    QUEUE,
+    STREAM,
+    add_entry,
+    call,
+    dead_letters,
+    deliver_to,
+    drained,
+    make_worker,
+    pending,
+    result_of,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_cluster_keys_of_the_queue_share_one_slot(rc: RedisCluster) -> None:
+    keys = [STREAM, DEAD, QUEUE.results_key("1-0"), QUEUE.results_key("9999999999-0")]
+    assert {slot(key) for key in keys} == {rc.cluster_keyslot(STREAM)}
+
+
+def test_cluster_worker_stores_acks_dead_letters_claims_and_trims(
+    rc: RedisCluster,
+) -> None:
+    def fails() -> None:
+        raise RuntimeError("no")
+
+    worker = make_worker(rc, {"echo": lambda x: x, "fails": fails}, max_deliveries=1)
+    ok, bad = add_entry(rc, "echo", {"x": 1}), add_entry(rc, "fails")
+    crashed = add_entry(rc, "echo", {"x": 2})
+    assert worker.poll_once() == 3
+    # Pending list: empty; one result (MULTI across the stream and its results hash)
+    # and one dead letter (the Lua script with both keys in KEYS).
+    assert json.loads(result_of(rc, ok) or "null") == 1
+    assert [d["source_id"] for d in dead_letters(rc)] == [bad]
+    assert json.loads(result_of(rc, crashed) or "null") == 2
+    lost = add_entry(rc, "echo", {"x": 3})
+    deliver_to(rc, "gone")  # a consumer that dies holding it
+    heir = make_worker(rc, {"echo": lambda x: x}, consumer_name="heir")
+    eventually(lambda: heir.poll_once() == 1, timeout_s=5)  # claimed once idle
+    assert json.loads(result_of(rc, lost) or "null") == 3
+    assert pending(rc) == []
+    heir.trim_when_due()
+    assert rc.xlen(STREAM) <= 1
+
+
+@pytest.fixture
+def stack(cluster: LocalCluster, rc: RedisCluster, tmp_path: Path) -> Iterator[Stack]:
+    """The dispatcher and two consumers against the cluster, which they detect."""
+    env = {"CLAIM_IDLE_MS": "500", "CLAIM_INTERVAL_MS": "50", "BLOCK_MS": "100",
+           "MAX_DELIVERIES": "2", "TASK_MODULES": "tests.e2e_tasks",
+           "TRIM_INTERVAL_MS": "100"}  # fmt: skip
+    started = Stack(tmp_path, consumers=2, consumer_env=env, redis_url=cluster.url)
+    started.start()
+    yield started
+    started.stop()
+
+
+def test_cluster_end_to_end_story(
+    stack: Stack,
+    rc: RedisCluster,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = stack.base_url
+    # Dispatch, consume, results.
+    status, body = call(f"{base}/dispatch", {"num_messages": 10})
+    assert status == 202
+    eventually(lambda: drained(rc, 10), timeout_s=30)
+    assert call(f"{base}/results/{body['entry_ids'][3]}") == (
+        200, {"entry_id": body["entry_ids"][3], "result": {"seq": 3}},
+    )  # fmt: skip
+    # A failing task ends in the dead-letter stream; the CLI replays it.
+    _, failed = call(f"{base}/dispatch", {"task": "explode", "payloads": [{"x": 1}]})
+    eventually(lambda: rc.xlen(DEAD) == 1, timeout_s=30)
+    monkeypatch.setenv("REDIS_URL", stack.url)
+    assert pipeline(["dead", "replay", "--all", "--json"]) == 0
+    [moved] = json.loads(capsys.readouterr().out)
+    assert rc.xlen(DEAD) == 0 and rc.exists(STREAM)
+    eventually(lambda: rc.xlen(DEAD) == 1, timeout_s=30)  # it fails again, of course
+    [letter] = dead_letters(rc)
+    assert letter["source_id"] == moved["entry_id"] != failed["entry_ids"][0]
+    # SIGKILL of a consumer mid-task: its entries are reclaimed by the other.
+    payloads = [{"n": n, "seconds": 0.2} for n in range(6)]
+    _, slow = call(f"{base}/dispatch", {"task": "slow", "payloads": payloads})
+    eventually(lambda: pending(rc), timeout_s=10)
+    victim = pending(rc)[0]["consumer"]
+    stack.consumers[victim].signal(signal.SIGKILL)
+    eventually(lambda: drained(rc, 10 + 1 + 1 + 6), timeout_s=60)
+    results = [call(f"{base}/results/{i}")[1]["result"] for i in slow["entry_ids"]]
+    assert results == list(range(6))
+    # Trimming keeps only what the group still needs.
+    eventually(lambda: rc.xlen(STREAM) <= 1, timeout_s=10)
+    # pipeline status and the metrics read the same state.
+    assert pipeline(["status", "--json"]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert (state["lag"], state["pending"], state["dead_letters"]) == (0, 0, 1)
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert "pipeline_stream_state_up 1.0" in text
+    assert "pipeline_dead_letter_length 1.0" in text
+    assert 'dispatcher_messages_total{outcome="accepted"} 17.0' in text
