@@ -18,6 +18,7 @@ from rich.console import Console
 from cli import consumers, dead, dispatch, pending, status
 from cli.settings import CliError, Settings, environment
 from pipeline_core.connection import redacted
+from pipeline_core.dead_letters import NoSuchDeadLetterError
 from pipeline_core.env import SettingsError
 
 COMMANDS = (status, pending, dead, dispatch, consumers)  # each adds its own parser
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level, format="pipeline: %(message)s")
         code: int = args.run(args, settings, Console())
         return code
-    except (CliError, SettingsError) as error:
+    except (CliError, SettingsError, NoSuchDeadLetterError) as error:
         return fail(str(error))
     except redis.AuthenticationError:
         user = settings.redis.username or "default"

@@ -8,28 +8,9 @@ from rich.console import Console
 from cli import output
 from cli.settings import Settings, connect_cli
 from cli.status import require_group
+from pipeline_core import consumers
 from pipeline_core.connection import Client
 from pipeline_core.group_state import read_group_state
-
-# Why Lua: XGROUP DELCONSUMER also deletes the consumer's pending entries, which could
-# then never be claimed. "Idle long enough and holding nothing" must be checked and
-# acted on in one step: a MULTI cannot branch on what XINFO CONSUMERS says.
-# KEYS: stream. ARGV: group, consumer, minimum idle (ms). Returns 1 if deleted.
-PRUNE = """
-local rows = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
-for _, row in ipairs(rows) do
-  local facts = {}
-  for i = 1, #row, 2 do facts[row[i]] = row[i + 1] end
-  if facts['name'] == ARGV[2] then
-    if facts['pending'] == 0 and facts['idle'] >= tonumber(ARGV[3]) then
-      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-      return 1
-    end
-    return 0
-  end
-end
-return 0
-"""
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -58,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
         output.table(f"Would prune {len(rows)} consumers (idle, nothing pending)",
                      ("consumer", "idle"), rows, console)  # fmt: skip
         return 0
-    deleted = prune(client, settings, names, args.idle_ms)
+    deleted = consumers.prune(client, settings.queue, names, args.idle_ms)
     if args.json:
         output.as_json({"pruned": deleted})
     else:
@@ -72,19 +53,5 @@ def prunable(client: Client, settings: Settings, idle_ms: int) -> list[dict[str,
     require_group(state, settings)
     return [
         {"name": c.name, "idle_s": c.idle_s}
-        for c in state.consumers
-        if c.pending == 0 and c.idle_s * 1000 >= idle_ms
-    ]
-
-
-def prune(
-    client: Client, settings: Settings, names: list[str], idle_ms: int
-) -> list[str]:
-    """Delete each named consumer if, at that instant, it still qualifies."""
-    script = client.register_script(PRUNE)
-    q = settings.queue
-    return [
-        name
-        for name in names
-        if script(keys=[q.stream], args=[q.group, name, idle_ms]) == 1
+        for c in consumers.prunable(state.consumers, idle_ms)
     ]

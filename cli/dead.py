@@ -6,8 +6,9 @@ from typing import Any
 
 from rich.console import Console
 
-from cli import dead_letters, output
+from cli import output
 from cli.settings import CliError, Settings, connect_cli
+from pipeline_core import dead_letters
 from pipeline_core.connection import Client
 
 
@@ -39,7 +40,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     client = connect_cli(settings)
     if args.action == "show":
-        letter = dead_letters.show(client, settings, args.id)
+        letter = dead_letters.show(client, settings.queue, args.id)
         output.as_json(letter) if args.json else output.pretty_json(letter, console)
         return 0
     ids = getattr(args, "ids", None) or None
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
         raise CliError(
             f"say which dead letters to {args.action}: IDs, --task, --error or --all"
         )
-    chosen = dead_letters.letters(client, settings, args.task, args.error, ids)
+    chosen = dead_letters.letters(client, settings.queue, args.task, args.error, ids)
     if args.action == "list":
         return _list(chosen, args.json, console)
     if args.action == "replay":
@@ -74,7 +75,7 @@ def _replay(client: Client, settings: Settings, chosen: list[dict[str, Any]],
         output.table(f"Would replay {len(chosen)} onto {stream!r}",
                      ("dead ID", "task", "error"), rows, console)  # fmt: skip
         return 0
-    moved = dead_letters.replay(client, settings, chosen)
+    moved = dead_letters.replay(client, settings.queue, chosen)
     if args.json:
         output.as_json(moved)
     else:
@@ -98,7 +99,7 @@ def _purge(client: Client, settings: Settings, chosen: list[dict[str, Any]],
         if answer.strip().lower() not in ("y", "yes"):
             console.print("nothing deleted")
             return 1
-    removed = dead_letters.purge(client, settings, chosen)
+    removed = dead_letters.purge(client, settings.queue, chosen)
     if args.json:
         output.as_json({"purged": removed})
     else:

@@ -1,20 +1,20 @@
 """The contracts between processes, tied by behaviour: entries published with the
 dispatcher's code are read with the consumer's; dead letters written with the
-consumer's code are listed, shown and replayed with the CLI's."""
+consumer's code are listed, shown and replayed with the code `pipeline dead` runs
+(pipeline_core.dead_letters)."""
 
 from typing import Any
 
 import pytest
 import redis
 
-from cli import dead_letters
-from cli.settings import Settings as CliSettings
 from consumer import tasks as consumer_tasks
 from consumer.errors import TaskModuleError
 from dispatcher import validation
 from dispatcher.errors import InvalidPayloadError
 from dispatcher.publisher import publish
 from dispatcher.settings import Settings
+from pipeline_core import dead_letters
 from pipeline_core.wire import TASK_NAME, decode_payload, encode_payload
 from tests.factories import QUEUE, add_entry, make_worker, pending
 
@@ -42,14 +42,13 @@ def test_contract_consumer_dead_letters_are_listed_shown_and_replayed_by_the_cli
     source_id = add_entry(r, "fails", {"n": 7})
     worker.poll_once()
     # Pending list: empty; the entry sits in the dead-letter stream.
-    cli = CliSettings(queue=QUEUE)
-    [letter] = dead_letters.letters(r, cli, task="fails", error="cannot handle 7")
+    [letter] = dead_letters.letters(r, QUEUE, task="fails", error="cannot handle 7")
     assert (letter["source_id"], letter["deliveries"]) == (source_id, "1")
     assert letter["error"] == "ValueError: cannot handle 7"
     assert letter["consumer"] == "c1"
-    shown = dead_letters.show(r, cli, letter["dead_id"])
+    shown = dead_letters.show(r, QUEUE, letter["dead_id"])
     assert shown["payload"] == {"n": 7}
-    [moved] = dead_letters.replay(r, cli, [letter])
+    [moved] = dead_letters.replay(r, QUEUE, [letter])
     # The replayed entry is the original one again, read by the consumer's own code.
     [message] = make_worker(r, {}, consumer_name="c2").reader.read_new()
     assert message.entry_id == moved["entry_id"]

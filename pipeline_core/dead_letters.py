@@ -1,13 +1,13 @@
-"""Dead letters in Redis: find (a paged scan, filtered), show one, replay, purge.
-Used by `pipeline dead` and, for the same operations, by anything later."""
+"""Dead letters in Redis, for every reader (`pipeline dead`, the console): a paged scan
+with filters, one letter read alone, an atomic replay, and purge."""
 
 import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
 
-from cli.settings import CliError, Settings
 from pipeline_core.connection import Client
+from pipeline_core.keys import Queue
 from pipeline_core.wire import DEAD_LETTER_FIELDS, ENTRY_ID, stream_entries
 
 PAGE = 1000  # entries a XRANGE reply carries while scanning
@@ -33,59 +33,72 @@ return redis.call('XADD', KEYS[1], '*', unpack(fields))
 """
 
 
-def scan(client: Client, stream: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """Every entry of a stream, oldest first, a page at a time."""
-    start = "-"
+class NoSuchDeadLetterError(LookupError):
+    """A dead-letter ID names no entry of the dead-letter stream."""
+
+
+def scan(
+    client: Client, stream: str, newest_first: bool = False
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Every entry of a stream, a page at a time (oldest first, or newest first)."""
+    low, high = "-", "+"
     while True:
-        page = stream_entries(client.xrange(stream, min=start, count=PAGE))
+        if newest_first:
+            page = stream_entries(
+                client.xrevrange(stream, max=high, min="-", count=PAGE)
+            )
+        else:
+            page = stream_entries(client.xrange(stream, min=low, max="+", count=PAGE))
         yield from page
         if len(page) < PAGE:
             return
-        start = f"({page[-1][0]}"
+        low, high = f"({page[-1][0]}", f"({page[-1][0]}"
 
 
 def letters(
     client: Client,
-    settings: Settings,
+    queue: Queue,
     task: str | None = None,
     error: str | None = None,
     ids: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Dead letters, oldest first, filtered by task, error text and IDs."""
     if ids:
-        found = [one(client, settings, dead_id) for dead_id in ids]
-        return [d for d in found if _matches(d, task, error)]
+        found = [one(client, queue, dead_id) for dead_id in ids]
+        return [d for d in found if matches(d, task, error)]
     return [
         {"dead_id": dead_id, **fields}
-        for dead_id, fields in scan(client, settings.queue.dead_letter_stream)
-        if _matches(fields, task, error)
+        for dead_id, fields in scan(client, queue.dead_letter_stream)
+        if matches(fields, task, error)
     ]
 
 
-def one(client: Client, settings: Settings, dead_id: str) -> dict[str, Any]:
+def one(client: Client, queue: Queue, dead_id: str) -> dict[str, Any]:
     """One dead letter, read alone (XRANGE ID ID)."""
-    dead = settings.queue.dead_letter_stream
+    dead = queue.dead_letter_stream
     found = ENTRY_ID.fullmatch(dead_id) and stream_entries(
         client.xrange(dead, dead_id, dead_id)
     )
     if not found:
-        raise CliError(f"no dead letter {dead_id} in {dead!r}")
+        raise NoSuchDeadLetterError(f"no dead letter {dead_id} in {dead!r}")
     return {"dead_id": dead_id, **found[0][1]}
 
 
-def show(client: Client, settings: Settings, dead_id: str) -> dict[str, Any]:
-    letter = one(client, settings, dead_id)
-    with contextlib.suppress(ValueError):  # a payload that was never JSON stays text
+def show(client: Client, queue: Queue, dead_id: str) -> dict[str, Any]:
+    """One dead letter with its payload parsed (text if it was never JSON)."""
+    letter = one(client, queue, dead_id)
+    with contextlib.suppress(ValueError):
         letter["payload"] = json.loads(letter.get("payload", "null"))
     return letter
 
 
 def replay(
-    client: Client, settings: Settings, chosen: list[dict[str, Any]]
+    client: Client, queue: Queue, chosen: list[dict[str, Any]]
 ) -> list[dict[str, str]]:
-    """Move each dead letter back onto the stream as a new entry (fresh deliveries)."""
+    """Move each dead letter back onto the stream as a new entry (fresh deliveries);
+    one that another replay moved first is left out."""
     script = client.register_script(REPLAY)
-    keys = [settings.queue.stream, settings.queue.dead_letter_stream]
+    keys = [queue.stream, queue.dead_letter_stream]
     moved = []
     for letter in chosen:
         new_id = script(keys=keys, args=[letter["dead_id"], *DEAD_LETTER_FIELDS])
@@ -94,16 +107,16 @@ def replay(
     return moved
 
 
-def purge(client: Client, settings: Settings, chosen: list[dict[str, Any]]) -> int:
+def purge(client: Client, queue: Queue, chosen: list[dict[str, Any]]) -> int:
     ids = [letter["dead_id"] for letter in chosen]
     removed = 0
     for first in range(0, len(ids), 500):
         batch = ids[first : first + 500]
-        removed += int(client.xdel(settings.queue.dead_letter_stream, *batch))
+        removed += int(client.xdel(queue.dead_letter_stream, *batch))
     return removed
 
 
-def _matches(fields: dict[str, str], task: str | None, error: str | None) -> bool:
+def matches(fields: dict[str, str], task: str | None, error: str | None) -> bool:
     if task and fields.get("task") != task:
         return False
     return not error or error.lower() in fields.get("error", "").lower()
