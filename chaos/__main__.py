@@ -21,7 +21,7 @@ COLUMNS = (
 def verdict(scenario: Scenario, report: Report) -> bool:
     """A scenario must pass; a broken control must be caught losing work."""
     if scenario.expect_loss:
-        return report.lost > 0
+        return report.lost > 0 and not report.violations
     return report.passed
 
 
@@ -54,7 +54,8 @@ def main() -> int:
             print(row(scenario, report), flush=True)
             if not verdict(scenario, report):
                 failures += 1
-                print(f"    problems: {report.problems}", flush=True)
+                problems = report.problems + report.violations
+                print(f"    problems: {problems}", flush=True)
             print(f"    notes: {report.notes}", flush=True)
     return 1 if failures else 0
 

@@ -1,8 +1,17 @@
 """The checker: compares what clients were told with what the tasks actually did.
 
-lost        = acknowledged - (processed | dead-lettered)    must be empty
-unexpected  = (processed | dead-lettered) - (acknowledged | unknown)    must be empty
-duplicates  = extra runs of healthy entries (reported; some scenarios bound them)
+Tokens name what each message is: `w…` healthy work, `p…` poison (always raises), `c…`
+crash-prone (kills its consumer). For every token a client got a 202 for:
+
+- healthy: must have run (processed) and must never be dead-lettered;
+- poison or crash: must sit in the dead-letter stream exactly once, after the attempts
+  the policy allows (MAX_DELIVERIES); a run of one never counts as processed.
+
+lost        = accepted healthy entries that never ran, and accepted poison/crash entries
+              not contained as the policy says (dropped, or given up too early)
+unexpected  = entries that ran or were dead-lettered but were never accepted (nor
+              answered with an unknown outcome: a 5xx or timeout may have written them)
+duplicates  = extra runs of healthy entries (each scenario bounds them)
 """
 
 import json
@@ -10,9 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
-
 from chaos.load import Ledger
+from pipeline_core.connection import Client
 from pipeline_core.wire import stream_entries
 
 
@@ -26,6 +34,7 @@ class Report:
     dead_lettered: int = 0
     lost: int = 0
     unexpected: int = 0
+    wrongly_dead: int = 0
     duplicates: int = 0
     max_deliveries: int = 0
     drained: bool = False
@@ -33,11 +42,13 @@ class Report:
     peak_xlen: int = 0
     peak_memory_bytes: int = 0
     problems: list[str] = field(default_factory=list)
+    # A bound a broken control must keep (its loss attributable to its faults).
+    violations: list[str] = field(default_factory=list)
     notes: dict[str, object] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.violations
 
 
 def read_runs(record_dir: Path) -> Counter[str]:
@@ -60,7 +71,7 @@ def run_times(record_dir: Path, prefix: str) -> list[float]:
     return sorted(times)
 
 
-def read_dead_letters(client: redis.Redis, dead_stream: str) -> dict[str, list[int]]:
+def read_dead_letters(client: Client, dead_stream: str) -> dict[str, list[int]]:
     """Token -> the `deliveries` of each of its dead letters."""
     dead: dict[str, list[int]] = {}
     for _dead_id, fields in stream_entries(client.xrange(dead_stream)):
@@ -69,7 +80,7 @@ def read_dead_letters(client: redis.Redis, dead_stream: str) -> dict[str, list[i
     return dead
 
 
-def drained(client: redis.Redis, stream: str, group: str) -> bool:
+def drained(client: Client, stream: str, group: str) -> bool:
     """Everything on the stream delivered and acknowledged. Compares the group's
     position with the stream's last ID rather than trusting `lag`, which can be NULL."""
     if not client.exists(stream):
@@ -83,26 +94,61 @@ def drained(client: redis.Redis, stream: str, group: str) -> bool:
     )
 
 
+def healthy(token: str) -> bool:
+    return token.startswith("w")
+
+
 def check(
-    report: Report, ledger: Ledger, runs: Counter[str], dead: dict[str, list[int]]
+    report: Report,
+    ledger: Ledger,
+    runs: Counter[str],
+    dead: dict[str, list[int]],
+    max_deliveries: int,
 ) -> Report:
     """Fill the report's counts and add the generic problems to it."""
     acked, unknown = set(ledger.acknowledged), ledger.unknown
-    done = set(runs) | set(dead)
-    lost = sorted(acked - done)
-    unexpected = sorted(done - acked - unknown)
     report.acknowledged, report.refused = len(acked), len(ledger.refused)
-    report.unknown, report.processed = len(unknown), len(set(runs) - set(dead))
-    report.dead_lettered = len(dead)
-    report.lost, report.unexpected = len(lost), len(unexpected)
-    report.duplicates = sum(n - 1 for t, n in runs.items() if t.startswith("w"))
+    report.unknown, report.dead_lettered = len(unknown), len(dead)
+    report.processed = sum(1 for t in acked if healthy(t) and runs[t] and t not in dead)
+    report.duplicates = sum(n - 1 for t, n in runs.items() if healthy(t))
     report.max_deliveries = max([*runs.values(), *(max(d) for d in dead.values()), 0])
-    if lost:
-        report.problems.append(f"{len(lost)} acknowledged but lost, e.g. {lost[:3]}")
-    if unexpected:
-        report.problems.append(
-            f"{len(unexpected)} never accepted but ran: {unexpected[:3]}"
-        )
+    lost = [t for t in acked if healthy(t) and not runs[t]]
+    lost += _uncontained(acked, runs, dead, max_deliveries, report)
+    wrongly_dead = sorted(t for t in dead if healthy(t))
+    unexpected = sorted((set(runs) | set(dead)) - acked - unknown)
+    report.lost, report.unexpected = len(lost), len(unexpected)
+    report.wrongly_dead = len(wrongly_dead)
+    for count, what, examples in (
+        (len(lost), "accepted but lost", sorted(lost)),
+        (len(wrongly_dead), "healthy entries dead-lettered", wrongly_dead),
+        (len(unexpected), "never accepted but ran or were dead-lettered", unexpected),
+    ):
+        if count:
+            report.problems.append(f"{count} {what}, e.g. {examples[:3]}")
     if not report.drained:
         report.problems.append("the group did not drain within the deadline")
     return report
+
+
+def _uncontained(
+    acked: set[str],
+    runs: Counter[str],
+    dead: dict[str, list[int]],
+    max_deliveries: int,
+    report: Report,
+) -> list[str]:
+    """Accepted poison/crash entries the policy did not contain: never dead-lettered,
+    or given up after fewer deliveries than it allows (both count as lost);
+    dead-lettered twice, or run more often than it allows (problems)."""
+    lost = []
+    for token in sorted(t for t in acked if not healthy(t)):
+        letters = dead.get(token, [])
+        if not letters or min(letters) < max_deliveries or not runs[token]:
+            lost.append(token)
+        if len(letters) > 1:
+            report.problems.append(f"{token} dead-lettered {len(letters)} times")
+        if runs[token] > max_deliveries:
+            report.problems.append(
+                f"{token} ran {runs[token]} times, over {max_deliveries}"
+            )
+    return lost

@@ -1,4 +1,6 @@
-"""Runs a scenario: start the stack, load it, inject faults, heal, drain, check."""
+"""Runs a scenario: start the stack, load it, inject faults, heal, drain, let the
+consumers finish and stop them, then check what the tasks did against what clients
+were told."""
 
 import time
 from collections.abc import Callable
@@ -10,9 +12,9 @@ import redis
 from chaos.checker import Report, check, drained, read_dead_letters, read_runs
 from chaos.load import Ledger, Load, Mix, steady
 from chaos.sampler import Sampler
-from chaos.stack import DEAD, GROUP, STREAM, chaos_stack, record_dir
+from chaos.stack import CONSUMER_ENV, DEAD, GROUP, STREAM, chaos_stack, record_dir
 from harness.processes import wait_for
-from harness.redis_server import RedisServer
+from harness.redis_server import SHIPPED, RedisServer
 from harness.stack import Stack
 
 WORK = steady("chaos.work", 10, 0.005)  # 10 entries a request, 5 ms of work each
@@ -29,6 +31,9 @@ class Run:
     report: Report
     quick: bool
     ledger: Ledger = field(default_factory=Ledger)
+    # Per fault (a kill, a pause, a partition): the entry IDs the faulted consumer held.
+    # A healthy entry may run again only as often as faults caught it held.
+    held: list[set[str]] = field(default_factory=list)
 
     @property
     def record_dir(self) -> Path:
@@ -53,54 +58,62 @@ class Scenario:
     consumer_env: dict[str, str] = field(default_factory=dict)
     dispatcher_env: dict[str, str] = field(default_factory=dict)
     consumer_module: str = "consumer"
+    redis_options: tuple[str, ...] = SHIPPED  # what make run and k8s/ ship
     expect_loss: bool = False  # a broken control: the checker must find loss
     drain_s: float = 60.0
 
+    @property
+    def max_deliveries(self) -> int:
+        return int({**CONSUMER_ENV, **self.consumer_env}["MAX_DELIVERIES"])
+
 
 def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
-    stack = chaos_stack(
-        workdir,
-        scenario.consumers,
-        scenario.consumer_env,
-        scenario.dispatcher_env,
-        scenario.consumer_module,
-    )
+    stack = chaos_stack(workdir, scenario)
     report = Report(scenario.name)
     try:
         stack.start()
-        if stack.redis is None:
-            raise TypeError("chaos_stack starts a Redis of its own")
-        with stack.redis.client() as client:
-            _load_and_check(scenario, stack, client, report, quick)
+        server = own_redis(stack)
+        load = Load(stack.base_url, scenario.rate_per_s, scenario.mix)
+        with server.client() as client:
+            _load_and_check(scenario, Run(stack, server, load, client, report, quick))
     finally:
         stack.stop()
     return report
 
 
-def _load_and_check(
-    scenario: Scenario, stack: Stack, client: redis.Redis, report: Report, quick: bool
-) -> None:
-    sampler = Sampler(client, STREAM).start()
-    load = Load(stack.base_url, scenario.rate_per_s, scenario.mix).start()
+def own_redis(stack: Stack) -> RedisServer:
     if stack.redis is None:
         raise TypeError("chaos_stack starts a Redis of its own")
-    run = Run(stack, stack.redis, load, client, report, quick)
+    return stack.redis
+
+
+def _load_and_check(scenario: Scenario, run: Run) -> None:
+    sampler = Sampler(run.client, STREAM).start()
+    run.load.start()
     try:
         scenario.inject(run)
     finally:
-        run.ledger = load.stop()
-    report.drained = _wait_drained(client, scenario.drain_s)
+        run.ledger = run.load.stop()
+    run.report.drained = _wait_drained(run.client, scenario.drain_s)
+    _settle(run)
     sampler.stop()
-    report.peak_xlen, report.peak_memory_bytes = (
-        sampler.peak_xlen,
-        sampler.peak_memory_bytes,
-    )
-    check(
-        report, run.ledger, read_runs(run.record_dir), read_dead_letters(client, DEAD)
-    )
+    run.report.peak_xlen = sampler.peak_xlen
+    run.report.peak_memory_bytes = sampler.peak_memory_bytes
+    runs, dead = read_runs(run.record_dir), read_dead_letters(run.client, DEAD)
+    check(run.report, run.ledger, runs, dead, scenario.max_deliveries)
     scenario.verify(run)
-    report.notes["statuses"] = dict(run.ledger.statuses())
-    report.notes["consumer_restarts"] = stack.restarts
+    run.report.notes["statuses"] = dict(run.ledger.statuses())
+    run.report.notes["consumer_restarts"] = run.stack.restarts
+
+
+def _settle(run: Run) -> None:
+    """Let every consumer finish the batch in hand (a broken one may have acked work
+    it still runs), then stop them all, so the runs read next are final."""
+    try:
+        wait_for(run.stack.consumers_idle, timeout_s=30, every_s=0.05)
+    except (TimeoutError, redis.RedisError):
+        run.problem("consumers still busy 30 s after the drain")
+    run.stack.stop_consumers()
 
 
 def _wait_drained(client: redis.Redis, timeout_s: float) -> bool:

@@ -3,8 +3,12 @@ configuration: AOF, fsync always), the dispatcher, and supervised consumers whos
 record their runs under workdir/runs."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.stack import Stack
+
+if TYPE_CHECKING:  # the runner imports this module
+    from chaos.runner import Scenario
 
 STREAM, GROUP, DEAD = "tasks", "workers", "{tasks}:dead"
 CLAIM_IDLE_MS = 1000
@@ -25,20 +29,15 @@ def record_dir(workdir: Path) -> Path:
     return workdir / "runs"
 
 
-def chaos_stack(
-    workdir: Path,
-    consumers: int = 2,
-    consumer_env: dict[str, str] | None = None,
-    dispatcher_env: dict[str, str] | None = None,
-    consumer_module: str = "consumer",
-) -> Stack:
+def chaos_stack(workdir: Path, scenario: "Scenario") -> Stack:
     record_dir(workdir).mkdir(parents=True, exist_ok=True)
     env = {**CONSUMER_ENV, "CHAOS_RECORD_DIR": str(record_dir(workdir))}
     return Stack(
         workdir,
-        consumers=consumers,
-        consumer_env={**env, **(consumer_env or {})},
-        dispatcher_env={"GROUP": GROUP, **(dispatcher_env or {})},
-        consumer_module=consumer_module,
+        consumers=scenario.consumers,
+        consumer_env={**env, **scenario.consumer_env},
+        dispatcher_env={"GROUP": GROUP, **scenario.dispatcher_env},
+        consumer_module=scenario.consumer_module,
+        redis_options=scenario.redis_options,
         supervise=True,
     )

@@ -102,6 +102,19 @@ class Stack:
             self.retired.add(name)
             return self.consumers[name]
 
+    def consumers_idle(self) -> bool:
+        """Every live consumer waits in a blocked XREADGROUP: none is in the middle of
+        a batch (what a check must wait for before reading what the tasks did)."""
+        if not self.redis:
+            return True
+        with self.redis.client() as client:
+            waiting = {
+                str(c.get("name"))
+                for c in client.client_list()
+                if c.get("cmd") == "xreadgroup" and "b" in str(c.get("flags"))
+            }
+        return set(self.live_consumers()) <= waiting
+
     def live_consumers(self) -> dict[str, Service]:
         with self._lock:
             return {n: s for n, s in self.consumers.items() if n not in self.retired}
@@ -109,6 +122,14 @@ class Stack:
     def log_text(self, name: str) -> str:
         path = self._log(name)
         return path.read_text(errors="replace") if path else ""
+
+    def stop_consumers(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every consumer (and stop restarting them); Redis stays up."""
+        self._stop.set()
+        if self._supervisor and self._supervisor.is_alive():
+            self._supervisor.join()
+        for service in self.consumers.values():
+            service.stop(grace_s, show_log=False)
 
     def stop(self, grace_s: float = 10.0) -> None:
         """The dispatcher first (no new work), then the consumers (each finishes the

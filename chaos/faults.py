@@ -1,0 +1,88 @@
+"""Fault injection helpers: find the consumer to hit (one caught holding entries), hit
+it, and time the recovery. Each fault notes the entry IDs its victim held (run.held)."""
+
+import signal
+import time
+
+from chaos.runner import Run
+from chaos.stack import GROUP, STREAM
+
+
+def pending_of(run: Run, consumer: str | None = None) -> set[str]:
+    """IDs pending in the group (of one consumer, if named)."""
+    rows = run.client.xpending_range(STREAM, GROUP, "-", "+", 10_000, consumer)
+    return {row["message_id"] for row in rows if isinstance(row["message_id"], str)}
+
+
+def busiest(run: Run) -> str:
+    """The live consumer holding the most entries. Waits (up to 2 s) for one to hold
+    some, so that a fault hits a consumer mid-batch rather than an idle one."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        live = sorted(run.stack.live_consumers())
+        holding = {name: len(pending_of(run, name)) for name in live}
+        victim = max(live, key=lambda name: holding[name])
+        if holding[victim] or time.monotonic() > deadline:
+            return victim
+        time.sleep(0.002)
+
+
+def recovered(run: Run, held: set[str], timeout_s: float) -> float | None:
+    """Seconds until none of `held` is pending any more (finished by someone)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if not held & pending_of(run):
+            return time.monotonic() - started
+        time.sleep(0.02)
+    return None
+
+
+def kill_consumers(run: Run, kills: int, every_s: float) -> None:
+    """SIGKILL the busiest consumer, `kills` times; the supervisor restarts it. Notes
+    per kill: entries it held, and seconds until others had finished them."""
+    per_kill: list[tuple[int, float | None]] = []
+    for _ in range(kills):
+        run.wait(every_s)
+        victim = busiest(run)
+        run.stack.consumers[victim].signal(signal.SIGKILL)
+        held = pending_of(run, victim)  # read after the kill: nothing can change it now
+        run.held.append(held)
+        recovery = recovered(run, held, timeout_s=15)
+        per_kill.append((len(held), None if recovery is None else round(recovery, 2)))
+        if recovery is None:
+            run.problem(f"entries held by killed {victim} were not recovered in 15 s")
+    run.report.recovery_s = max((r for _, r in per_kill if r is not None), default=None)
+    run.report.notes["kills (held, recovery s)"] = per_kill
+
+
+def pause_a_holder(run: Run) -> tuple[str, set[str]]:
+    """SIGSTOP a consumer caught holding entries (read after the stop, so they are the
+    ones it really holds); a consumer caught between batches is let go and retried."""
+    for _ in range(50):
+        victim = busiest(run)
+        service = run.stack.consumers[victim]
+        service.signal(signal.SIGSTOP)
+        held = pending_of(run, victim)
+        if held:
+            run.held.append(held)
+            return victim, held
+        service.signal(signal.SIGCONT)
+        run.wait(0.02)
+    return victim, set()
+
+
+def first_202_after(run: Run, moment: float) -> float | None:
+    """Seconds from `moment` (monotonic) to the end of the first 202 after it."""
+    with run.load.ledger.lock:
+        ends = [a.ended_s for a in run.load.ledger.answers if a.status == "202"]
+    later = [end - moment for end in ends if end > moment]
+    return round(min(later), 3) if later else None
+
+
+def late_acks(run: Run, consumer: str) -> int:
+    """Entries the consumer acknowledged after another had taken them over (its log)."""
+    return sum(
+        line.count('"entry_ids"')
+        for line in run.stack.log_text(consumer).splitlines()
+        if "late acks" in line
+    )
