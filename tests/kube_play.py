@@ -11,11 +11,14 @@ from pathlib import Path
 
 import yaml
 
-from chaos.processes import ROOT
+from chaos.processes import ROOT, free_port
 from scripts.images import engine_env
-from tests.k8s_manifests import Doc
+from tests.k8s_manifests import Doc, find
 
 PREFIX = "e2e-"  # every pod, secret and volume the test makes carries it
+# (played Deployment, rendered Deployment): two consumers, one Deployment each.
+PODS = (("e2e-dispatcher", "dispatcher"), ("e2e-consumer-a", "consumer"),
+        ("e2e-consumer-b", "consumer"))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,22 @@ def _rename(volume: Doc, container: Doc, own: str) -> None:
     volume["name"] = own
 
 
+def plan(
+    manifests: list[Doc], redis_url: str, secrets: Mapping[str, Mapping[str, str]]
+) -> tuple[Doc, list[Pod], dict[str, dict[str, str]]]:
+    """The ConfigMap (REDIS_URL: the Redis on loopback, not redis-svc), the dispatcher
+    and two consumers as Deployments of their own, and the Secrets they mount."""
+    config = copy.deepcopy(find(manifests, "ConfigMap", "pipeline-config"))
+    config["data"]["REDIS_URL"] = redis_url
+    pods, needed = [], dict[str, dict[str, str]]()
+    for name, source in PODS:
+        deployment = find(manifests, "Deployment", source)
+        played, secret_files = for_podman(deployment, name, free_port(), secrets)
+        pods.append(Pod(played))
+        needed |= secret_files
+    return config, pods, needed
+
+
 def create_secret(name: str, files: Mapping[str, str]) -> None:
     """podman 4.3 writes a Secret's `data` values into the files as they stand (it does
     not base64-decode them, and ignores stringData), so they are stored undecoded."""
@@ -127,7 +146,10 @@ def create_secret(name: str, files: Mapping[str, str]) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def play(path: Path, docs: list[Doc]) -> None:
+def play(path: Path, docs: list[Doc], secrets: Mapping[str, Mapping[str, str]]) -> None:
+    """`podman kube play` of the docs (written to path), their Secrets created first."""
+    for name, files in secrets.items():
+        create_secret(name, files)
     path.write_text(yaml.safe_dump_all(docs))
     done = podman("kube", "play", str(path))
     assert done.returncode == 0, done.stdout + done.stderr

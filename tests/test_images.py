@@ -2,7 +2,6 @@
 (`podman kube play`): the runtime settings, the probes, the seed's curl, `pipeline
 status` in a consumer, and SIGTERM. What the play cannot cover: docs/images.md."""
 
-import copy
 import json
 import secrets
 import subprocess
@@ -16,19 +15,11 @@ from typing import Any
 import pytest
 import redis
 
-from chaos.processes import ROOT, RedisServer, free_port
+from chaos.processes import ROOT, RedisServer
 from scripts import images
 from tests.conftest import eventually, require_tool
 from tests.k8s_manifests import Doc, find
-from tests.kube_play import (
-    Pod,
-    create_secret,
-    for_podman,
-    play,
-    podman,
-    remove_everything,
-    render,
-)
+from tests.kube_play import PODS, Pod, plan, play, podman, remove_everything, render
 
 # A first build on a new machine makes the base image with debootstrap (minutes).
 pytestmark = pytest.mark.timeout(600)
@@ -36,8 +27,6 @@ pytestmark = pytest.mark.timeout(600)
 TOOLS = ("podman", "runc", "catatonit", "debootstrap")
 ROLES = ("dispatcher", "consumer", "keda", "operator")
 TOKEN = "tok-" + "5" * 28
-PODS = (("e2e-dispatcher", "dispatcher"), ("e2e-consumer-a", "consumer"),
-        ("e2e-consumer-b", "consumer"))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +91,7 @@ def acl_redis(workdir: Path, passwords: dict[str, str]) -> RedisServer:
     rendered = workdir / "users.acl"
     command = ["sh", str(acl_dir / "render-acl.sh"), str(acl_dir / "users.acl")]
     subprocess.run([*command, str(workdir / "passwords"), str(rendered)], check=True)
-    server = RedisServer(workdir / "redis", fsync="everysec")
-    server.extra = ["--aclfile", str(rendered)]
+    server = RedisServer(workdir / "redis", "everysec", ["--aclfile", str(rendered)])
     server.start()
     return server
 
@@ -115,31 +103,22 @@ def stack(
     workdir = tmp_path_factory.mktemp("kube-play")
     passwords = {role: f"pw-{role}-{secrets.token_hex(12)}" for role in ROLES}
     server = acl_redis(workdir, passwords)
-    config = copy.deepcopy(find(manifests, "ConfigMap", "pipeline-config"))
-    config["data"]["REDIS_URL"] = server.url  # the Redis on loopback, not redis-svc
     given = {"redis-passwords": passwords, "dispatcher-auth": {"tokens": TOKEN + "\n"}}
-    pods, needed = [], dict[str, dict[str, str]]()
-    for name, source in PODS:
-        deployment = find(manifests, "Deployment", source)
-        played, secret_files = for_podman(deployment, name, free_port(), given)
-        pods.append(Pod(played))
-        needed |= secret_files
+    config, pods, needed = plan(manifests, server.url, given)
     path = workdir / "played.yaml"
     remove_everything(path)  # what a crashed run left
+    operator = redis.Redis(
+        port=server.port, username="operator", password=passwords["operator"],
+        decode_responses=True,
+    )  # fmt: skip
     try:
-        for name, files in needed.items():
-            create_secret(name, files)
-        play(path, [config, *(pod.deployment for pod in pods)])
+        play(path, [config, *(pod.deployment for pod in pods)], needed)
         for pod in pods:
             answers_200(pod.probe_url("readinessProbe"), timeout_s=60)
-        operator = redis.Redis(
-            port=server.port, username="operator", password=passwords["operator"],
-            decode_responses=True,
-        )  # fmt: skip
-        yield Stack(
-            pods[0], tuple(pods[1:]), config["data"], operator, passwords["operator"]
-        )
+        consumers = (pods[1], pods[2])
+        yield Stack(pods[0], consumers, config["data"], operator, passwords["operator"])
     finally:
+        operator.close()
         remove_everything(path)
         server.kill()
 
@@ -178,7 +157,7 @@ def logs(pod: Pod) -> str:
     return done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("index", range(len(PODS)), ids=[name for name, _ in PODS])
+@pytest.mark.parametrize("index", range(len(PODS)), ids=[n for n, _ in PODS])
 def test_images_run_as_the_manifests_say(stack: Stack, index: int) -> None:
     pod = (stack.dispatcher, *stack.consumers)[index]
     state = inspect(pod.container)
