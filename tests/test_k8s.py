@@ -313,7 +313,7 @@ def test_dockerfile_passes_hadolint_and_builds_a_lean_non_root_image(
     assert done.returncode == 0, done.stdout + done.stderr
     text = dockerfile.read_text()
     stages = re.findall(r"^FROM (\S+)", text, re.M)
-    # multi-stage on one base: a build argument whose default is the pinned official image
+    # multi-stage on one base: a build argument, by default the pinned official image
     assert stages == ["${BASE_IMAGE}", "${BASE_IMAGE}"], stages
     [default] = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", default)
