@@ -1,7 +1,7 @@
 """The Deployments of k8s/base as `kubectl kustomize` renders them, run by Debian's
 `podman kube play` (4.3) on the host network against a Redis on loopback. What is
-changed in the rendered YAML, and why, is the list in docs/images.md; each change is
-made once, in `for_podman` or `play`."""
+changed in the rendered YAML, and why, is the list in docs/images.md; every change is
+made here."""
 
 import copy
 import subprocess
@@ -68,24 +68,15 @@ def for_podman(
     deployment: Doc, name: str, port: int, secrets: Mapping[str, Mapping[str, str]]
 ) -> tuple[Doc, dict[str, dict[str, str]]]:
     """One Deployment as podman 4.3 can play it here: one replica on the host network,
-    its port free, named ports resolved, volumes of its own. Also the Secrets it needs,
-    from `secrets` (Secret name -> key -> value, what an operator would create)."""
+    on a free port, with volumes of its own. Also the Secrets it needs, from `secrets`
+    (Secret name -> key -> value, what an operator would create)."""
     played = copy.deepcopy(deployment)
     played["metadata"]["name"] = name
     played["spec"]["replicas"] = 1  # on the host network, one port per process
     pod = played["spec"]["template"]["spec"]
     pod["hostNetwork"] = True  # Redis is on the host's loopback
     [container] = pod["containers"]
-    names = {p["name"] for p in container.pop("ports")}  # no mappings on the host
-    env = _env(container)
-    if "PORT" in env:  # the dispatcher binds every interface unless told: loopback
-        env["PORT"]["value"] = str(port)
-        container["env"].append({"name": "HOST", "value": "127.0.0.1"})
-    else:
-        env["METRICS_PORT"]["value"] = str(port)
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["port"] in names
-        container[probe]["httpGet"]["port"] = port
+    _listen_on(container, port)
     made = {}
     for volume in pod["volumes"]:
         own = f"{name}-{volume['name']}"
@@ -95,6 +86,21 @@ def for_podman(
         else:
             _rename(volume, container, own)
     return played, made
+
+
+def _listen_on(container: Doc, port: int) -> None:
+    """The process serves on port, and its probes call that number: podman refuses
+    port mappings (`ports`) on the host network, so named ports cannot be resolved."""
+    names = {p["name"] for p in container.pop("ports")}
+    env = _env(container)
+    if "PORT" in env:  # the dispatcher binds every interface unless told: loopback
+        env["PORT"]["value"] = str(port)
+        container["env"].append({"name": "HOST", "value": "127.0.0.1"})
+    else:
+        env["METRICS_PORT"]["value"] = str(port)
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] in names
+        container[probe]["httpGet"]["port"] = port
 
 
 def _env(container: Doc) -> dict[str, Doc]:
