@@ -8,12 +8,16 @@ STAMP := $(VENV)/.installed
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 IMAGE_TAG ?= dev
+# make images: docker where an engine answers, else podman (scripts/images.py decides when
+# ENGINE is empty); BASE_IMAGE is auto, official, local or an image (docs/images.md).
+ENGINE ?=
+BASE_IMAGE ?= auto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CODE := pipeline_core dispatcher consumer cli harness chaos bench tests scripts
 
-.PHONY: setup redis-server prometheus run test lint fmt chaos bench images lock clean
+.PHONY: setup redis-server prometheus podman kubectl run test lint fmt chaos bench images lock clean
 
-setup: $(STAMP) $(TOOLS_STAMP) redis-server prometheus
+setup: $(STAMP) $(TOOLS_STAMP) redis-server prometheus podman kubectl
 
 # A venv with the project (editable) and its pinned dependencies; quick when nothing changed.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -41,6 +45,21 @@ prometheus:
 	  echo "prometheus not found: installing Debian's prometheus"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
 
+# The images are built and run daemonless by Debian's podman (with runc; catatonit for a
+# pod's infra container), on a base that debootstrap makes where no registry answers.
+podman:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v catatonit >/dev/null \
+	  && command -v debootstrap >/dev/null || { \
+	  echo "podman, runc, catatonit or debootstrap not found: installing Debian's"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends \
+	    podman runc catatonit debootstrap; }
+
+# kubectl renders k8s/ (kustomize) for the manifest tests and podman kube play.
+kubectl:
+	@command -v kubectl >/dev/null || { \
+	  echo "kubectl not found: installing Debian's kubernetes-client"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends kubernetes-client; }
+
 run: setup
 	$(PY) -m harness
 
@@ -51,16 +70,14 @@ test: lint
 chaos: setup
 	$(PY) -m chaos
 
-# Throughput, latency, scaling and memory against the raw redis-py limit: one table.
-bench: setup
-	$(PY) -m bench
+# Throughput, latency, scaling and memory against the raw redis-py limit, and the images'
+# sizes and start times: one table.
+bench: images
+	$(PY) -m bench --images-tag $(IMAGE_TAG) $(if $(ENGINE),--engine $(ENGINE))
 
-# Both images, where a Docker engine runs (there is none on the development machines:
-# there, `make test` lints the Dockerfiles with hadolint instead).
-images:
-	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine answers (docker info failed)"; exit 1; }
-	docker build -f dispatcher/Dockerfile -t stream-pipeline-dispatcher:$(IMAGE_TAG) .
-	docker build -f consumer/Dockerfile -t stream-pipeline-consumer:$(IMAGE_TAG) .
+# Both images (Docker, else podman), then their sizes and times from run to ready.
+images: setup
+	$(PY) -m scripts.images --tag $(IMAGE_TAG) --base $(BASE_IMAGE) $(if $(ENGINE),--engine $(ENGINE))
 
 lint: setup
 	$(PY) -m ruff format --check $(CODE)

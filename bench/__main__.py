@@ -1,6 +1,7 @@
 """`python -m bench [--quick] [--repeat N]`: one table of the pipeline against the raw
-redis-py limit on the same Redis, all measured in this run. Ratios are what count: the
-machine is noisy, so each figure is the median of N runs, with the spread beside it."""
+redis-py limit on the same Redis, all measured in this run, and the built images' sizes
+and start times. Ratios are what count: the machine is noisy, so each figure is the
+median of N runs, with the spread beside it."""
 
 import argparse
 import functools
@@ -15,6 +16,7 @@ import redis
 from bench import measure, raw
 from harness.processes import Service, free_port, http_ok, wait_for
 from harness.redis_server import RedisServer
+from scripts import images
 
 # The raw limit and the pipeline measured on one Redis with AOF, fsync once a second.
 EVERYSEC = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
@@ -105,9 +107,21 @@ def _measure(
     results.add("primes speed-up", one / two)
 
 
+def measure_images(engine: str, tag: str, results: Results) -> None:
+    """The built images (`make images`): sizes, and run to ready; none if not built."""
+    try:
+        figures = images.measure(engine, tag)
+    except (images.ImageError, OSError) as error:
+        print(f"images not measured: {error}", flush=True)
+        return
+    for service, row in zip(images.SERVICES, figures, strict=True):
+        results.add(f"{service} image", row.size_bytes)
+        results.add(f"{service} start", row.start_s * 1000)
+
+
 def table(results: Results) -> list[str]:
     """One line per figure: name, median (with the spread over runs), target check."""
-    rows = _throughput_rows(results) + _other_rows(results)
+    rows = _throughput_rows(results) + _other_rows(results) + _image_rows(results)
     width = max(len(name) for name, _, _ in rows)
     return [f"{name:<{width}}  {value:>30}  {note}" for name, value, note in rows]
 
@@ -170,13 +184,31 @@ def _other_rows(results: Results) -> list[tuple[str, str, str]]:
     ]  # fmt: skip
 
 
+def _image_rows(results: Results) -> list[tuple[str, str, str]]:
+    rows = []
+    for service in images.SERVICES:
+        if f"{service} image" not in results.figures:
+            rows.append((f"Image: {service}", "not built", "run `make images`"))
+            continue
+        size = _figure(results, f"{service} image", " MB", 1e6)
+        start = _figure(results, f"{service} start", " ms")
+        rows.append((f"Image size: {service}", size, ""))
+        rows.append((f"Image run to ready: {service}", start, "readiness probe's 200"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument(
         "--repeat", type=int, help="runs per figure (default 3; 1 quick)"
     )
+    parser.add_argument("--images-tag", default="dev", help="the images to measure")
+    parser.add_argument(
+        "--engine", help="docker or podman (default: docker if it answers)"
+    )
     args = parser.parse_args()
+    engine = args.engine or images.detect_engine()
     size = QUICK if args.quick else FULL
     repeat = args.repeat or size.repeat
     results = Results()
@@ -187,6 +219,7 @@ def main() -> int:
                 flush=True,
             )
             run_once(size, Path(workdir) / str(number), results)
+            measure_images(engine, args.images_tag, results)
     print("\n".join(table(results)))
     return 0
 

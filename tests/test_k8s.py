@@ -19,6 +19,7 @@ from dispatcher import settings as dispatcher_settings
 from dispatcher.app import create_app
 from dispatcher.settings import Settings as DispatcherSettings
 from harness.processes import ROOT
+from tests.conftest import require_tool
 from tests.k8s_manifests import (
     K8S,
     Doc,
@@ -93,9 +94,7 @@ def test_kustomization_renders_every_file_in_k8s() -> None:
 
 
 def test_kubectl_kustomize_renders_what_the_tests_check() -> None:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed: the render check runs where it exists")
+    kubectl = require_tool("kubectl", "kubernetes-client")
     rendered = subprocess.run(
         [kubectl, "kustomize", str(K8S)], capture_output=True, text=True
     )
@@ -336,8 +335,10 @@ def test_dockerfile_passes_hadolint_and_builds_a_lean_non_root_image(
     assert done.returncode == 0, done.stdout + done.stderr
     text = dockerfile.read_text()
     stages = re.findall(r"^FROM (\S+)", text, re.M)
-    assert len(stages) == 2 and len(set(stages)) == 1  # multi-stage, one pinned base
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", stages[0])
+    # multi-stage on one base: a build argument, by default the pinned official image
+    assert stages == ["${BASE_IMAGE}", "${BASE_IMAGE}"], stages
+    [default] = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", default)
     final = text.split("\nFROM ", 2)[-1]
     assert "USER 10001:10001" in final and "PYTHONUNBUFFERED=1" in final
     assert f'ENTRYPOINT ["python", "-m", "{service}"]' in final
@@ -347,7 +348,21 @@ def test_dockerfile_passes_hadolint_and_builds_a_lean_non_root_image(
 def test_dockerignore_keeps_the_context_to_what_the_images_copy() -> None:
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("**")] == "**"
-    assert {"!requirements.lock", "!dispatcher/", "!consumer/", "!cli/"} <= set(lines)
+    packages = {"dispatcher", "consumer", "cli", "pipeline_core"}
+    assert {"!requirements.lock", *(f"!{p}/" for p in packages)} <= set(lines)
+
+
+@pytest.mark.parametrize(
+    ("service", "packages"),
+    [("dispatcher", ["dispatcher", "pipeline_core"]),
+     ("consumer", ["consumer", "cli", "pipeline_core"])],
+)  # fmt: skip
+def test_each_image_copies_every_package_its_service_imports(
+    service: str, packages: list[str]
+) -> None:
+    text = (ROOT / service / "Dockerfile").read_text()
+    for package in packages:
+        assert f"COPY {package} /app/{package}" in text
 
 
 def test_consumer_image_carries_the_pipeline_command() -> None:
