@@ -15,7 +15,7 @@ def as_json(data: Any) -> None:
 
 
 def pretty_json(data: Any, console: Console) -> None:
-    console.print_json(json.dumps(data, default=str))
+    console.print_json(json.dumps(data, default=str))  # ASCII: surrogates escaped
 
 
 def duration(seconds: float | None) -> str:
@@ -28,6 +28,12 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
 
 
+def printable(value: object) -> str:
+    """Text fit for a terminal: bytes that were never UTF-8 (read as surrogate escapes)
+    shown as \\x.. escapes instead of failing the print."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def table(
     title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Console
 ) -> None:
@@ -35,7 +41,7 @@ def table(
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*(Text("-" if cell is None else str(cell)) for cell in row))
+        grid.add_row(*(Text("-" if cell is None else printable(cell)) for cell in row))
     console.print(grid)
 
 
@@ -58,4 +64,4 @@ def status(data: dict[str, Any], console: Console) -> None:
     rows = [(c["name"], c["pending"], duration(c["idle_s"])) for c in data["consumers"]]
     table("Consumers", ("consumer", "pending", "idle"), rows, console)
     for warning in data["warnings"]:
-        console.print(Text("warning: ", style="bold yellow") + Text(warning))
+        console.print(Text("warning: ", style="bold yellow") + Text(printable(warning)))

@@ -13,8 +13,3 @@ class TaskModuleError(ConsumerError):
 class InvalidMessageError(ConsumerError):
     """An entry can never succeed (unknown task, payload not a JSON object, result not
     JSON): it goes to the dead-letter stream at once."""
-
-
-class GroupMissingError(ConsumerError):
-    """Redis answered NOGROUP: the stream or the group is gone (for example after a
-    Redis restart without persistence); the worker creates it again."""

@@ -7,6 +7,7 @@ process, so a killed or frozen consumer's entries still lapse and get reclaimed.
 
 import logging
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 import redis
@@ -17,9 +18,12 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    def __init__(self, ownership: Ownership, interval_s: float) -> None:
+    def __init__(
+        self, ownership: Ownership, interval_s: float, stopping: threading.Event
+    ) -> None:
         self.ownership = ownership
         self.interval_s = interval_s
+        self.stopping = stopping  # SIGTERM: the worker is asked to stop
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
@@ -37,10 +41,23 @@ class Heartbeat:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.ownership.renew()
-            except redis.RedisError:
-                # The worker loop notices the outage too and reports it; the next beat
-                # retries.
-                log.debug("heartbeat failed", exc_info=True)
+        released = False
+        while not self._stop.is_set():
+            if not released and self.stopping.wait(self.interval_s):
+                # Asked to stop while a task runs: its batch-mates go back at once,
+                # not when the task ends (it may outlast the grace period).
+                released = self._try(self.ownership.release_unstarted)
+            elif released:
+                self._stop.wait(self.interval_s)
+            if not self._stop.is_set():
+                self._try(self.ownership.renew)
+
+    def _try(self, action: Callable[[], object]) -> bool:
+        try:
+            action()
+        except redis.RedisError:
+            # The worker loop notices the outage too and reports it; the next beat
+            # retries.
+            log.debug("heartbeat failed", exc_info=True)
+            return False
+        return True

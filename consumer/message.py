@@ -46,16 +46,25 @@ def read_entries(reply: object) -> object:
     return entries
 
 
-def encode_result(value: Any) -> str:
-    """A task's return value as stored JSON; anything else can never be stored."""
+def encode_result(value: Any, limit_bytes: int) -> str:
+    """A task's return value as stored JSON: finite numbers only, at most limit_bytes;
+    anything else can never be stored (the entry is dead-lettered)."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
-        return _encode_slowly(value)
+        text = _encode_slowly(value)
+    # orjson writes NaN and Infinity as null, silently: a null where the value is not
+    # None is checked again by the json module, which refuses them.
+    if "null" in text and value is not None:
+        text = _encode_slowly(value)
+    if len(text) > limit_bytes:
+        raise InvalidMessageError(f"result is over {limit_bytes} bytes as JSON")
+    return text
 
 
 def _encode_slowly(value: Any) -> str:
-    """The json module: slower, but it takes integers beyond 64 bits, unlike orjson."""
+    """The json module: slower, but strict about NaN and Infinity, and it takes
+    integers beyond 64 bits, unlike orjson."""
     try:
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as error:

@@ -10,6 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from consumer.histograms import TaskHistograms
+from pipeline_core.replies import REASONS
 
 PROCESSING_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                         0.5, 1, 2.5, 5, 10, 30, 60, 300)  # fmt: skip
@@ -60,6 +61,26 @@ class ConsumerMetrics:
             "Pending entries found deleted from the stream (trimmed or XDELed).",
             registry=registry,
         )
+        self.redis_errors = Counter(
+            "consumer_redis_errors",
+            "Redis failures the worker loop backed off from, by reason (a closed set: "
+            "connection, timeout, oom, misconf, readonly, loading, noperm, nogroup, "
+            "unblocked, cluster, other).",
+            ["reason"],
+            registry=registry,
+        )
+        self.group_recreated = Counter(
+            "consumer_group_recreated",
+            "Times the consumer group was found missing (destroyed, or its stream "
+            "deleted) and created again: entries may run again or be lost.",
+            registry=registry,
+        )
+        self.results_dropped = Counter(
+            "consumer_results_dropped",
+            "Finished entries acknowledged without storing their result, because Redis "
+            "was out of memory (draining is what frees it).",
+            registry=registry,
+        )
         self.redis_reconnects = Counter(
             "consumer_redis_reconnects",
             "Attempts to reach Redis again after the worker loop lost it.",
@@ -71,6 +92,8 @@ class ConsumerMetrics:
 
     def prepare(self, tasks: Iterable[str]) -> None:
         """Create every task's series at zero, so rates and panels start at once."""
+        for reason in REASONS:
+            self.redis_errors.labels(reason)
         for task in [*tasks, "unknown"]:
             for outcome in OUTCOMES:
                 self._counts[task, outcome] = self.messages.labels(task, outcome)

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Collection
 
+import redis
 from redis.typing import EncodableT, FieldT
 
 from consumer.message import Message
@@ -19,7 +20,8 @@ from consumer.metrics import ConsumerMetrics
 from consumer.ownership import Ownership
 from consumer.settings import Settings
 from pipeline_core.connection import Client
-from pipeline_core.wire import dead_letter_fields
+from pipeline_core.replies import reason
+from pipeline_core.wire import as_sent, dead_letter_fields
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,12 @@ class Outcomes:
             # Harmless: the work is done; the new owner's own ack will find nothing.
             self.metrics.late_acks.inc(len(late))
             log.warning("late acks of entries taken over", extra={"entry_ids": late})
-        store_and_ack(self.client, self.settings, done)
+        try:
+            store_and_ack(self.client, self.settings, done)
+        except redis.ResponseError as error:
+            if reason(error) != "oom":
+                raise
+            self._ack_without_results(done)
         for task, acked in Counter(message.task for message, _ in done).items():
             self.metrics.count(task, "acked", acked)
         now = time.time()
@@ -89,6 +96,17 @@ class Outcomes:
         if log.isEnabledFor(logging.DEBUG):
             ids = [m.entry_id for m, _ in done]
             log.debug("messages acked", extra={"entry_ids": ids})
+
+    def _ack_without_results(self, done: list[tuple[Message, str]]) -> None:
+        """Redis is out of memory: it refuses the HSET, and with it the whole MULTI,
+        but still takes a plain XACK. Draining is what frees memory (acknowledged
+        entries get trimmed), so the work is acknowledged and its results dropped,
+        counted and logged, rather than held while the outage holds itself up."""
+        q = self.settings.queue
+        self.client.xack(q.stream, q.group, *(m.entry_id for m, _ in done))
+        self.metrics.results_dropped.inc(len(done))
+        log.warning("results dropped: redis is out of memory", extra={
+            "count": len(done), "first_entry_id": done[0][0].entry_id})  # fmt: skip
 
     def failed(self, message: Message, error: Exception) -> None:
         """The task raised: retried through reclaim, unless out of deliveries."""
@@ -116,7 +134,7 @@ class Outcomes:
             count,
             s.consumer_name,
         )
-        flat = [item for pair in fields.items() for item in pair]
+        flat = [as_sent(item) for pair in fields.items() for item in pair]
         keys = [s.queue.stream, s.queue.dead_letter_stream]
         dead_id = self._dead_letter(
             keys=keys, args=[s.queue.group, message.entry_id, *flat]

@@ -60,6 +60,7 @@ class Ownership:
         self._lock = threading.Lock()
         self._started: dict[str, float | None] = {}
         self._lost: set[str] = set()
+        self._released: set[str] = set()
         self._renewed_s = time.monotonic()
 
     def hold(self, entry_ids: Iterable[str]) -> None:
@@ -67,6 +68,7 @@ class Ownership:
         with self._lock:
             self._started.update(dict.fromkeys(entry_ids))
             self._renewed_s = time.monotonic()
+            self._released.clear()  # what a stop released belonged to an older batch
 
     def start(self, entry_id: str) -> None:
         with self._lock:
@@ -107,10 +109,20 @@ class Ownership:
 
     def release(self, entry_ids: list[str]) -> int:
         """Hand entries back: claimable by any consumer now, their last delivery
-        uncounted. Returns how many were still ours to release."""
+        uncounted (once: a second release would uncount it twice). Returns how many
+        were still ours to release."""
         with self._renewing:
+            fresh = [i for i in entry_ids if i not in self._released]
             self.let_go(entry_ids)
-            return len(self._owned(entry_ids, idle_ms=self.settings.claim_idle_ms))
+            self._released.update(fresh)
+            return len(self._owned(fresh, idle_ms=self.settings.claim_idle_ms))
+
+    def release_unstarted(self) -> int:
+        """On stop, while a task may still run for long: hand back at once the entries
+        of the batch that have not started, so others need not wait for it."""
+        with self._lock:
+            unstarted = [i for i, s in self._started.items() if s is None]
+        return self.release(unstarted)
 
     def renewable(self) -> list[str]:
         """Held IDs, minus a task running past task_timeout_s: its claim is left to

@@ -3,6 +3,7 @@ directly: take stale entries or else new ones, run them one after another, and h
 each to its outcome (consumer.outcomes)."""
 
 import logging
+import os
 import random
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry
 
-from consumer.errors import GroupMissingError, InvalidMessageError
+from consumer.errors import InvalidMessageError
 from consumer.heartbeat import Heartbeat
 from consumer.message import Message, encode_result
 from consumer.metrics import ConsumerMetrics
@@ -23,11 +24,9 @@ from consumer.settings import Settings
 from consumer.tasks import bind_task
 from consumer.trimming import trim_acknowledged
 from pipeline_core.connection import Client
+from pipeline_core.replies import REASONS, reason
 
 log = logging.getLogger(__name__)
-
-# What the loop waits out: Redis unreachable, or the group gone with a Redis restart.
-RECOVERABLE = (redis.ConnectionError, redis.TimeoutError, GroupMissingError)
 
 
 class Worker:
@@ -48,35 +47,54 @@ class Worker:
         self.ownership = Ownership(client, settings)
         self.outcomes = Outcomes(client, settings, self.metrics, self.ownership, tasks)
         self.reader = Reader(client, settings, self.metrics)
-        self.heartbeat = Heartbeat(self.ownership, settings.heartbeat_interval_s)
+        self.heartbeat = Heartbeat(
+            self.ownership, settings.heartbeat_interval_s, self.stopping
+        )
         # When the loop last moved on (monotonic): read by the liveness probe.
         self.progress_s = time.monotonic()
         self._next_trim_s = 0.0
+        self.pid = os.getpid()
 
-    def ensure_group(self) -> None:
-        """Create the group at the start of the stream, so entries written before any
-        consumer existed are read too; an existing group is fine."""
+    def ensure_group(self, missing: bool = False) -> None:
+        """Create the group at the start of the stream (entries written before any
+        consumer existed are read too) unless it exists. Asked first, with a read:
+        under maxmemory Redis refuses XGROUP CREATE even for a group that exists.
+        `missing`: Redis said NOGROUP, so the group or its stream was deleted."""
         queue = self.settings.queue
+        if not missing and self._group_exists():
+            return
         try:
             self.client.xgroup_create(queue.stream, queue.group, "0", mkstream=True)
         except redis.ResponseError as error:
             if not str(error).startswith("BUSYGROUP"):
                 raise
+            return
+        if missing:
+            # Destroyed: every entry left runs again. Stream deleted: what it held
+            # is gone. Either way an operator must hear of it.
+            self.metrics.group_recreated.inc()
+            log.error("consumer group was missing: created again", extra={
+                "stream": queue.stream, "group": queue.group})  # fmt: skip
 
     def run(self) -> None:
-        """Poll until stopping is set; wait out Redis outages with jittered backoff."""
-        failures, group_ready = 0, False
+        """Poll until stopping is set. Any Redis failure (lost connection, or an error
+        reply: OOM, MISCONF, READONLY, LOADING, NOGROUP, ...) is waited out with
+        jittered backoff, said once, and recovered from without a restart."""
+        failures, group = 0, "unknown"
         with self.heartbeat:
             while not self.stopping.is_set():
                 self.progress_s = time.monotonic()
                 try:
-                    if not group_ready:
-                        self.ensure_group()
-                        group_ready = True
+                    if group != "ready":
+                        self.ensure_group(missing=group == "missing")
+                        group = "ready"
                     self.poll_once()
-                except RECOVERABLE as error:
-                    failures, group_ready = failures + 1, False
-                    self._wait_for_redis(failures, error)
+                except redis.RedisError as error:
+                    failures += 1
+                    kind = reason(error)
+                    if kind in ("nogroup", "unblocked"):
+                        group = "missing"
+                    self._back_off(failures, kind, error)
                     continue
                 if failures:
                     log.info("redis available again", extra={"failures": failures})
@@ -84,12 +102,7 @@ class Worker:
 
     def poll_once(self) -> int:
         """Take stale entries or else new ones, run them, ack them; returns how many."""
-        try:
-            messages = self.claim_stale() or self.reader.read_new()
-        except redis.ResponseError as error:
-            if str(error).startswith("NOGROUP"):
-                raise GroupMissingError(str(error)) from error
-            raise
+        messages = self.claim_stale() or self.reader.read_new()
         self.process(messages)
         self.trim_when_due()
         return len(messages)
@@ -116,8 +129,8 @@ class Worker:
             for index, message in enumerate(messages):
                 self.progress_s = time.monotonic()
                 if self.stopping.is_set():
-                    released = self.outcomes.release(messages[index:])
-                    log.info("entries released", extra={"count": released})
+                    self.outcomes.release(messages[index:])
+                    log.info("entries released", extra={"count": len(messages) - index})
                     break
                 if not self.ownership.still_ours(message.entry_id):
                     continue  # another consumer took it over while we were frozen
@@ -143,15 +156,16 @@ class Worker:
         started = time.perf_counter()
         try:
             value = call()
-        except (
-            Exception
-        ) as error:  # the task's own failure, whatever it is: the one catch-all
+        # The task's own failure, whatever it is: the codebase's one catch-all.
+        except Exception as error:
+            self._never_in_a_fork()
             self.outcomes.failed(message, error)
             return None
         finally:
             self.metrics.processing(message.task, time.perf_counter() - started)
+        self._never_in_a_fork()
         try:
-            return encode_result(value)
+            return encode_result(value, self.settings.result_max_bytes)
         except InvalidMessageError as error:
             self.outcomes.dead_letter(message, str(error))
             return None
@@ -161,6 +175,22 @@ class Worker:
         if now >= self._next_trim_s:
             self._next_trim_s = now + self.settings.trim_interval_ms / 1000
             trim_acknowledged(self.client, self.settings.queue.stream)
+
+    def _never_in_a_fork(self) -> None:
+        """A task that forked: its child came back here, into a copy of this worker
+        that must not run the loop (it would be a phantom consumer of the group)."""
+        if os.getpid() != self.pid:
+            os._exit(0)
+
+    def _group_exists(self) -> bool:
+        queue = self.settings.queue
+        try:
+            groups = self.client.xinfo_groups(queue.stream)
+        except redis.ResponseError as error:
+            if "no such key" in str(error):
+                return False
+            raise
+        return any(group["name"] == queue.group for group in groups)
 
     def _exhausted(self, message: Message) -> bool:
         """Dead-letter, unrun, an entry whose deliveries all failed or crashed."""
@@ -173,9 +203,15 @@ class Worker:
         self.outcomes.dead_letter(message, reason, deliveries=attempts)
         return True
 
-    def _wait_for_redis(self, failures: int, error: Exception) -> None:
-        if failures == 1:
-            log.warning("redis unavailable, retrying", extra={"error": repr(error)})
-        self.metrics.redis_reconnects.inc()
+    def _back_off(self, failures: int, kind: str, error: Exception) -> None:
+        if failures == 1:  # said once per outage, not once per retry
+            facts = {"reason": kind, "meaning": REASONS[kind]}
+            log.warning(
+                "redis unavailable, retrying",
+                extra={**facts, "error": repr(error)[:500]},
+            )
+        self.metrics.redis_errors.labels(kind).inc()
+        if kind in ("connection", "timeout"):
+            self.metrics.redis_reconnects.inc()
         cap = self.settings.reconnect_max_delay_s
         self.stopping.wait(min(cap, 0.05 * 2**failures) * random.uniform(0.5, 1.0))

@@ -60,8 +60,9 @@ class RedisServer:
 
     def client(self, password: str | None = None) -> redis.Redis:
         return redis.Redis(
-            port=self.port, password=password, decode_responses=True, socket_timeout=5
-        )
+            port=self.port, password=password, decode_responses=True, socket_timeout=5,
+            encoding_errors="surrogateescape",  # as pipeline_core's connect() decodes
+        )  # fmt: skip
 
 
 class LocalCluster:
@@ -93,7 +94,9 @@ class LocalCluster:
         return self
 
     def client(self) -> RedisCluster:
-        return RedisCluster.from_url(self.url, decode_responses=True)
+        return RedisCluster.from_url(
+            self.url, decode_responses=True, encoding_errors="surrogateescape"
+        )
 
     def flush(self) -> None:
         """Empty every master (between tests)."""

@@ -4,10 +4,10 @@ one slot and its MULTI/EXEC blocks and Lua scripts never cross slots:
 
     tasks                     the stream (its own name hashes as the tag `tasks`)
     {tasks}:dead              dead letters (DEAD_LETTER_STREAM overrides)
-    {tasks}:results:<hour>    results, one hash per hour of enqueue time
+    {tasks}:results:<minute>  results, one hash per minute of enqueue time
 
 A stream whose name already holds a hash tag (`app{q1}`) is its own prefix:
-`app{q1}:dead`, `app{q1}:results:<hour>`.
+`app{q1}:dead`, `app{q1}:results:<minute>`.
 """
 
 from collections.abc import Mapping
@@ -18,9 +18,11 @@ from redis.crc import key_slot
 from pipeline_core.env import SettingsError, text
 from pipeline_core.wire import entry_ms
 
-# Results live in one hash per hour of enqueue time (field: the entry ID), so a batch's
-# results go out in one HSET and a reader finds the hash from the entry ID alone.
-RESULT_BUCKET_MS = 3_600_000
+# Results live in one hash per minute of enqueue time (field: the entry ID), so a
+# batch's results go out in one HSET and a reader finds the hash from the entry ID
+# alone. A hash expires RESULT_TTL_S after its last write: with minutes, a result lives
+# its TTL plus about the spread of completion times within its minute, not an hour more.
+RESULT_BUCKET_MS = 60_000
 
 
 def has_hash_tag(key: str) -> bool:
@@ -56,7 +58,7 @@ class Queue:
         return f"{self.prefix}:{suffix}"
 
     def results_key(self, entry_id: str) -> str:
-        """The hash holding the result of `entry_id` (its hour of enqueue time)."""
+        """The hash holding the result of `entry_id` (its minute of enqueue time)."""
         return self.key(f"results:{entry_ms(entry_id) // RESULT_BUCKET_MS}")
 
     @property

@@ -87,6 +87,13 @@ def dead_letter_fields(
     return {**fields, **facts, "consumer": consumer}
 
 
+def as_sent(value: str) -> bytes:
+    """Text read from Redis, as the bytes it was: undecodable bytes came in as surrogate
+    escapes (pipeline_core.connection), and hiredis's command packer would refuse
+    them as text."""
+    return value.encode("utf-8", "surrogateescape")
+
+
 def replayed_fields(letter: Fields) -> Fields:
     """The entry a dead letter came from: its fields without DEAD_LETTER_FIELDS."""
     return {k: v for k, v in letter.items() if k not in DEAD_LETTER_FIELDS}

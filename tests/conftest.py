@@ -14,6 +14,7 @@ from redis.cluster import RedisCluster
 
 from harness.processes import wait_for
 from harness.redis_server import LocalCluster
+from pipeline_core.connection import ENCODING_ERRORS
 
 T = TypeVar("T")
 
@@ -56,7 +57,9 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
     """A decoded client on an empty database."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis.Redis.from_url(
+        redis_url, decode_responses=True, encoding_errors=ENCODING_ERRORS
+    )  # as pipeline_core.connection.connect() decodes
     client.flushdb()
     yield client
     client.close()

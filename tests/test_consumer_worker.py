@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import redis
 
-from consumer.errors import GroupMissingError
 from tests.conftest import eventually
 from tests.factories import (
     DEAD,
@@ -257,20 +256,22 @@ def test_worker_run_stops_promptly_when_stopping_is_set(r: redis.Redis) -> None:
     assert not thread.is_alive()
 
 
-def test_worker_recreates_a_group_that_vanished(r: redis.Redis) -> None:
+def test_worker_recreates_a_group_that_vanished_and_says_so(r: redis.Redis) -> None:
     worker = make_worker(r, TASKS)
-    r.delete(STREAM)  # as after a Redis restart without persistence
-    with pytest.raises(GroupMissingError):
-        worker.poll_once()
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
-        eventually(lambda: r.exists(STREAM) and r.xinfo_groups(STREAM))
+        first = add_entry(r, "echo", {"n": 1})
+        eventually(lambda: result_of(r, first))
+        r.delete(STREAM)  # as after a Redis restart without persistence
+        # The next read answers NOGROUP: the worker creates the group again.
+        eventually(lambda: worker.metrics.group_recreated._value.get() == 1)
         entry_id = add_entry(r, "echo", {"back": 1})
         eventually(lambda: result_of(r, entry_id))
     finally:
         worker.stopping.set()
         thread.join(timeout=2)
+    assert not thread.is_alive()
 
 
 def test_worker_counts_pending_entries_deleted_from_the_stream(r: redis.Redis) -> None:

@@ -60,8 +60,8 @@ def test_contract_consumer_dead_letters_are_listed_shown_and_replayed_by_the_cli
 
 
 def test_contract_results_key_is_the_one_the_dispatcher_reads() -> None:
-    assert QUEUE.results_key("3599999-7") == "{tasks}:results:0"
-    assert QUEUE.results_key("3600000-0") == "{tasks}:results:1"
+    assert QUEUE.results_key("59999-7") == "{tasks}:results:0"
+    assert QUEUE.results_key("60000-0") == "{tasks}:results:1"
 
 
 def test_contract_task_names_follow_the_same_rule() -> None:

@@ -84,7 +84,7 @@ def test_every_process_shares_the_queue_names_and_redis_settings(
 
 def test_every_key_of_a_queue_shares_the_stream_slot() -> None:
     queue = queue_from_env({})
-    assert queue.results_key("7200000-3") == "{tasks}:results:2"
+    assert queue.results_key("7200000-3") == "{tasks}:results:120"
     assert slot(queue.dead_letter_stream) == slot(queue.results_key("1-0"))
     assert slot(queue.stream) == slot(queue.dead_letter_stream) == slot("tasks")
     tagged = queue_from_env({"STREAM": "app{q1}"})
