@@ -12,9 +12,11 @@ from prometheus_client import REGISTRY
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from consumer import health
+from consumer import health, keeper
 from consumer.errors import ConsumerError
+from consumer.keeper import Beacon
 from consumer.metrics import ConsumerMetrics
+from consumer.ownership import CLAIM_IF_OWNER, claim_if_owner
 from consumer.settings import Settings, from_env
 from consumer.tasks import TASKS, load_task_modules
 from consumer.worker import Worker
@@ -35,6 +37,12 @@ def connect_consumer(settings: Settings) -> Client:
         client_name=settings.consumer_name,  # CLIENT LIST shows the pod or host and pid
         queue=settings.queue,
     )
+
+
+def renewal(settings: Settings) -> keeper.Renew:
+    """The keeper's renewal: the worker's claim script on a client of its own."""
+    script = connect_consumer(settings).register_script(CLAIM_IF_OWNER)
+    return lambda entry_ids: claim_if_owner(script, settings, entry_ids, 0)
 
 
 def wait_for_redis(settings: Settings, stopping: threading.Event) -> None:
@@ -66,12 +74,20 @@ def main() -> int:
             settings.log_level, "consumer", consumer=settings.consumer_name
         )
         load_task_modules(settings.task_modules)
-        wait_for_redis(settings, stopping)
-        client = connect_consumer(settings)
     except (ConsumerError, SettingsError) as error:
         print(f"consumer: {error}", file=sys.stderr)
         return 2
-    worker = Worker(client, settings, TASKS, ConsumerMetrics(REGISTRY), stopping)
+    beacon = Beacon()
+    keeper.start(beacon, settings.heartbeat_interval_s, settings.task_timeout_s,
+                 lambda: renewal(settings))  # fmt: skip
+    try:
+        wait_for_redis(settings, stopping)
+        client = connect_consumer(settings)
+    except SettingsError as error:
+        print(f"consumer: {error}", file=sys.stderr)
+        return 2
+    metrics = ConsumerMetrics(REGISTRY)
+    worker = Worker(client, settings, TASKS, metrics, stopping, beacon)
     if settings.metrics_port:
         health.serve(
             settings.metrics_port,

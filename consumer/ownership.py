@@ -12,8 +12,10 @@ import threading
 import time
 from collections.abc import Iterable
 
+from redis.commands.core import Script
 from redis.typing import EncodableT
 
+from consumer.keeper import Beacon
 from consumer.settings import Settings
 from pipeline_core.connection import Client
 
@@ -51,8 +53,11 @@ return owned
 class Ownership:
     """Entry IDs this consumer holds: waiting in the batch, or running (since when)."""
 
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(
+        self, client: Client, settings: Settings, beacon: Beacon | None = None
+    ) -> None:
         self.settings = settings
+        self.beacon = beacon or Beacon()  # what the keeper process reads
         self._script = client.register_script(CLAIM_IF_OWNER)
         # Held for a whole renewal round trip. A release takes it too, so a renewal
         # that read the held IDs just before cannot undo the release.
@@ -69,10 +74,14 @@ class Ownership:
             self._started.update(dict.fromkeys(entry_ids))
             self._renewed_s = time.monotonic()
             self._released.clear()  # what a stop released belonged to an older batch
+            self.beacon.held(self._started)
+        self.beacon.beat()
 
     def start(self, entry_id: str) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._started[entry_id] = time.monotonic()
+            self._started[entry_id] = now
+        self.beacon.task(entry_id, now)
 
     def let_go(self, entry_ids: Iterable[str]) -> None:
         """Done with these (acked, failed, dead-lettered): no more renewals."""
@@ -80,6 +89,9 @@ class Ownership:
             for entry_id in entry_ids:
                 self._started.pop(entry_id, None)
                 self._lost.discard(entry_id)
+            self.beacon.held(self._started)
+            if not self._started:
+                self.beacon.task("", 0.0)
 
     def still_ours(self, entry_id: str) -> bool:
         """Whether the entry may still be started or acked as ours."""
@@ -101,6 +113,7 @@ class Ownership:
             owned = self._owned(entry_ids, idle_ms=0)
             with self._lock:
                 self._renewed_s = max(self._renewed_s, started_s)
+            self.beacon.beat()
         lost = set(entry_ids) - set(owned)
         if lost:
             log.warning("claims taken over", extra={"entry_ids": sorted(lost)})
@@ -142,11 +155,19 @@ class Ownership:
             self.renew()  # woken from a freeze: which claims are still ours?
 
     def _owned(self, entry_ids: list[str], idle_ms: int) -> list[str]:
-        if not entry_ids:
-            return []
-        s = self.settings
-        args: list[EncodableT] = [s.queue.group, s.consumer_name, idle_ms, *entry_ids]
-        reply = self._script(keys=[s.queue.stream], args=args)
-        if not isinstance(reply, list):
-            raise TypeError(f"claim script answered {reply!r}")
-        return [entry_id for entry_id in reply if isinstance(entry_id, str)]
+        return claim_if_owner(self._script, self.settings, entry_ids, idle_ms)
+
+
+def claim_if_owner(
+    script: Script, settings: Settings, entry_ids: list[str], idle_ms: int
+) -> list[str]:
+    """Run CLAIM_IF_OWNER: renew (idle_ms 0) or release the entries still ours;
+    returns those."""
+    if not entry_ids:
+        return []
+    s = settings
+    args: list[EncodableT] = [s.queue.group, s.consumer_name, idle_ms, *entry_ids]
+    reply = script(keys=[s.queue.stream], args=args)
+    if not isinstance(reply, list):
+        raise TypeError(f"claim script answered {reply!r}")
+    return [entry_id for entry_id in reply if isinstance(entry_id, str)]

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from consumer.errors import InvalidMessageError
 from consumer.heartbeat import Heartbeat
+from consumer.keeper import Beacon
 from consumer.message import Message, encode_result
 from consumer.metrics import ConsumerMetrics
 from consumer.outcomes import Outcomes
@@ -37,6 +38,7 @@ class Worker:
         tasks: Mapping[str, Callable[..., Any]],
         metrics: ConsumerMetrics | None = None,
         stopping: threading.Event | None = None,
+        beacon: Beacon | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -44,7 +46,7 @@ class Worker:
         self.metrics = metrics or ConsumerMetrics(CollectorRegistry())
         self.metrics.prepare(tasks)
         self.stopping = stopping or threading.Event()  # set by SIGTERM: stop soon
-        self.ownership = Ownership(client, settings)
+        self.ownership = Ownership(client, settings, beacon)
         self.outcomes = Outcomes(client, settings, self.metrics, self.ownership, tasks)
         self.reader = Reader(client, settings, self.metrics)
         self.heartbeat = Heartbeat(
