@@ -53,15 +53,16 @@ def pending(
 ) -> list[dict[str, Any]]:
     """Pending entries, oldest first (one XPENDING range, never a full scan)."""
     q = settings.queue
-    require_group(read_group_state(client, q), settings)
+    state = read_group_state(client, q)
+    require_group(state, settings)
     rows = client.xpending_range(
         q.stream, q.group, "-", "+", count,
         consumername=consumer, idle=min_idle_ms or None,
     )  # fmt: skip
-    return [_row(row, settings.claim_idle_ms) for row in rows]
+    return [_row(row, settings.claim_idle_ms, state.now_s) for row in rows]
 
 
-def _row(row: dict[str, Any], claim_idle_ms: int) -> dict[str, Any]:
+def _row(row: dict[str, Any], claim_idle_ms: int, now_s: float) -> dict[str, Any]:
     idle_ms = int(row["time_since_delivered"])
     entry_id = str(row["message_id"])
     return {
@@ -69,6 +70,6 @@ def _row(row: dict[str, Any], claim_idle_ms: int) -> dict[str, Any]:
         "consumer": str(row["consumer"]),
         "idle_s": idle_ms / 1000,
         "deliveries": int(row["times_delivered"]),
-        "age_s": age_s(entry_id),
+        "age_s": age_s(entry_id, now_s),
         "past_claim_idle": idle_ms >= claim_idle_ms,
     }

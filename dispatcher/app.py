@@ -11,13 +11,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from dispatcher.auth import PROTECTED, authorized
-from dispatcher.backlog import Backlog
+from dispatcher.capacity import Capacity
 from dispatcher.errors import InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
-from dispatcher.publisher import PublishInterruptedError, publish, publish_paced
+from dispatcher.publisher import (
+    PublishInterruptedError,
+    publish,
+    publish_paced,
+    stream_ids_exhausted,
+    unavailable_body,
+)
 from dispatcher.settings import Settings
 from dispatcher.validation import check_entry_id, decode_json, parse_dispatch
 from pipeline_core.connection import Client
+from pipeline_core.replies import reason
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +69,8 @@ def _install_auth(app: Flask, settings: Settings, metrics: DispatcherMetrics) ->
 def _install_dispatch(
     app: Flask, settings: Settings, client: Client, metrics: DispatcherMetrics
 ) -> None:
-    waiting_entries = Backlog(client, settings.queue)
+    budget = (settings.memory_budget_bytes, settings.memory_budget_ratio)
+    capacity = Capacity(client, settings.queue, settings.max_backlog, budget)
 
     @app.post("/dispatch")
     def dispatch() -> Answer:
@@ -70,21 +78,17 @@ def _install_dispatch(
             raise InvalidPayloadError("Content-Type", "must be application/json", 415)
         order = parse_dispatch(decode_json(request.get_data()), settings)
         g.message_count = len(order.payloads)
-        waiting = waiting_entries.current()
-        if waiting + len(order.payloads) > settings.max_backlog:
+        size = sum(len(payload) for payload in order.payloads)
+        refusal = capacity.refusal(len(order.payloads), size)
+        if refusal:
             metrics.messages.labels("throttled").inc(len(order.payloads))
-            body = {
-                "error": "backlog full",
-                "backlog": waiting,
-                "limit": settings.max_backlog,
-            }
-            return body, 429, RETRY_LATER
+            return refusal
         stream, task, payloads = settings.queue.stream, order.task, order.payloads
         if order.delay_s > 0:
             entry_ids = publish_paced(client, stream, task, payloads, order.delay_s)
         else:
             entry_ids = publish(client, stream, task, payloads)
-        waiting_entries.add(len(entry_ids))
+        capacity.add(len(entry_ids), size)
         metrics.messages.labels("accepted").inc(len(entry_ids))
         facts = {"task": task, "count": len(entry_ids), "first_entry_id": entry_ids[0]}
         log.info("dispatch accepted", extra=facts)
@@ -112,7 +116,11 @@ def _install_reads(
 
     @app.get("/readyz")
     def readyz() -> Answer:
+        """Ready while Redis answers and entries can be added to the stream."""
         client.ping()  # a Redis error becomes a 503 in the handler
+        exhausted = stream_ids_exhausted(client, settings.queue.stream)
+        if exhausted:
+            return {"status": "not ready", "reason": exhausted}, 503
         return {"status": "ready"}, 200
 
     @app.get("/metrics")
@@ -133,9 +141,12 @@ def _install_redis_error_handlers(app: Flask, metrics: DispatcherMetrics) -> Non
     @app.errorhandler(redis.RedisError)
     def unavailable(error: redis.RedisError) -> Answer:
         # Nothing was written: a batch's MULTI/EXEC ran whole or not at all.
-        log.warning("redis unavailable", extra={"error": type(error).__name__})
+        kind = reason(error)
+        log.warning(
+            "redis unavailable", extra={"reason": kind, "error": type(error).__name__}
+        )
         metrics.messages.labels("failed").inc(g.get("message_count", 0))
-        return {"error": "redis unavailable"}, 503, RETRY_LATER
+        return unavailable_body(kind, error), 503, RETRY_LATER
 
 
 def _install_http_error_handlers(app: Flask, metrics: DispatcherMetrics) -> None:

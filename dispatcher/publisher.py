@@ -7,6 +7,8 @@ import redis
 
 from dispatcher.errors import DispatcherError
 from pipeline_core.connection import Client
+from pipeline_core.group_state import MAX_ID
+from pipeline_core.replies import REASONS
 from pipeline_core.wire import encode_entry
 
 
@@ -56,3 +58,30 @@ def _entry_id(reply: object) -> str:
     if not isinstance(reply, str):
         raise TypeError(f"XADD answered {reply!r}, expected an entry ID string")
     return reply
+
+
+# What a producer that wrote the largest entry ID leaves: XADD * can never succeed.
+EXHAUSTED = "the stream's last entry ID is the largest possible"
+
+
+def unavailable_body(kind: str, error: redis.RedisError) -> dict[str, str]:
+    """A 503's body: what went wrong, named (never the raw reply)."""
+    if "exhausted the last possible ID" in str(error) or "equal or smaller" in str(
+        error
+    ):
+        why = "another producer wrote it; an operator must repair the stream"
+        return {"error": "stream cannot take entries", "reason": f"{EXHAUSTED}: {why}"}
+    return {"error": "redis unavailable", "reason": REASONS[kind]}
+
+
+def stream_ids_exhausted(client: Client, stream: str) -> str | None:
+    """Why no entry can be added to the stream, or None (one XINFO STREAM)."""
+    try:
+        last = client.xinfo_stream(stream)["last-generated-id"]
+    except redis.ResponseError as error:
+        if "no such key" in str(error):
+            return None
+        raise
+    return (
+        f"{EXHAUSTED} ({last}): another producer wrote it" if last == MAX_ID else None
+    )

@@ -38,6 +38,10 @@ class Settings:
     max_pacing_s: float = 60.0
     # Refuse new work (429) while the group has this many entries still to finish.
     max_backlog: int = 1_000_000
+    # Refuse new work (507) while Redis uses more than this (pipeline_core/memory.py):
+    # MEMORY_BUDGET_BYTES, or when 0, MEMORY_BUDGET_RATIO of Redis's maxmemory.
+    memory_budget_bytes: int = 0
+    memory_budget_ratio: float = 0.8
     socket_timeout_s: float = 5.0
     # Stream-state reads at scrape time give up after this; they never fail a scrape.
     state_timeout_s: float = 0.5
@@ -62,6 +66,12 @@ def from_env(env: Mapping[str, str]) -> Settings:
         max_payload_depth=number(env, "MAX_PAYLOAD_DEPTH", int, d.max_payload_depth, 1),
         max_pacing_s=number(env, "MAX_PACING_S", float, d.max_pacing_s, 0),
         max_backlog=number(env, "MAX_BACKLOG", int, d.max_backlog, 1),
+        memory_budget_bytes=number(
+            env, "MEMORY_BUDGET_BYTES", int, d.memory_budget_bytes, 0
+        ),
+        memory_budget_ratio=number(
+            env, "MEMORY_BUDGET_RATIO", float, d.memory_budget_ratio, 0.05, 1.0
+        ),
         socket_timeout_s=number(
             env, "SOCKET_TIMEOUT_S", float, d.socket_timeout_s, 0.1
         ),

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from pipeline_core.connection import Client
 from pipeline_core.group_state import GroupState, read_group_state
 from pipeline_core.keys import Queue
+from pipeline_core.memory import Memory, read_memory
 
 # Per-consumer pending is exported for this many consumers at most (the busiest).
 CONSUMER_SERIES_LIMIT = 50
@@ -27,8 +28,10 @@ ACTIVE_WITHIN_S = 60.0
 class StreamStateCollector(Collector):  # prometheus_client's extension point
     """A prometheus_client collector: `collect` runs at every scrape."""
 
-    def __init__(self, client: Client, queue: Queue) -> None:
-        self.client, self.queue = client, queue
+    def __init__(
+        self, client: Client, queue: Queue, budget: tuple[int, float] = (0, 0.8)
+    ) -> None:
+        self.client, self.queue, self.budget = client, queue, budget
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(_families(None, 0.0))  # no Redis call when the registry asks
@@ -36,10 +39,34 @@ class StreamStateCollector(Collector):  # prometheus_client's extension point
     def collect(self) -> Iterator[GaugeMetricFamily]:
         started = time.perf_counter()
         try:
-            state: GroupState | None = read_group_state(self.client, self.queue)
+            state = read_group_state(self.client, self.queue)
+            memory = read_memory(self.client, self.queue)
         except redis.RedisError:
-            state = None
-        return iter(_families(state, time.perf_counter() - started))
+            return iter(_families(None, time.perf_counter() - started))
+        took_s = time.perf_counter() - started
+        return iter(_families(state, took_s) + _memory_families(memory, self.budget))
+
+
+def _memory_families(
+    memory: Memory, budget: tuple[int, float]
+) -> list[GaugeMetricFamily]:
+    return [
+        GaugeMetricFamily(
+            "pipeline_redis_memory_used_bytes",
+            "Memory Redis uses (INFO used_memory of the node holding the queue).",
+            value=memory.used_bytes,
+        ),
+        GaugeMetricFamily(
+            "pipeline_redis_maxmemory_bytes",
+            "Redis's maxmemory (0: none set).",
+            value=memory.max_bytes,
+        ),
+        GaugeMetricFamily(
+            "pipeline_memory_budget_bytes",
+            "New work is refused (507) past this much Redis memory (0: no budget).",
+            value=memory.budget_bytes(*budget),
+        ),
+    ]
 
 
 def _families(state: GroupState | None, took_s: float) -> list[GaugeMetricFamily]:
@@ -101,5 +128,26 @@ def _state_families(state: GroupState) -> list[GaugeMetricFamily]:
             "pipeline_dead_letter_length",
             "Entries in the dead-letter stream.",
             state.dead_letters,
+        ),
+        gauge(
+            "pipeline_stream_last_id_ahead_seconds",
+            "How far the stream's last entry ID is past Redis's clock: another "
+            "producer wrote IDs of its own (later IDs are pinned to it, ages unknown).",
+            state.last_id_ahead_s,
+        ),
+        gauge(
+            "pipeline_stream_ids_exhausted",
+            "1 if the stream's last ID is the largest possible: no entry can be added.",
+            int(state.ids_exhausted),
+        ),
+        gauge(
+            "pipeline_other_groups",
+            "Other consumer groups on the stream (trimming keeps what they need).",
+            len(state.other_groups),
+        ),
+        gauge(
+            "pipeline_other_groups_max_lag",
+            "The largest lag among the other groups (what they keep from trimming).",
+            max((g.lag or 0 for g in state.other_groups), default=0),
         ),
     ]

@@ -40,7 +40,8 @@ def connect_dispatcher(settings: Settings, timeout_s: float | None = None) -> Cl
 def create() -> Flask:
     settings = from_env(os.environ)
     state_client = connect_dispatcher(settings, timeout_s=settings.state_timeout_s)
-    state = StreamStateCollector(state_client, settings.queue)
+    budget = (settings.memory_budget_bytes, settings.memory_budget_ratio)
+    state = StreamStateCollector(state_client, settings.queue, budget)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several gunicorn workers
         # Metrics write to shared files; /metrics serves their sum plus the state.
         served = CollectorRegistry()

@@ -1,15 +1,19 @@
 """The one reading of a queue's state, used by the metrics collector, the dispatcher's
-backpressure, `pipeline status` and everything after them.
+backpressure and readiness, `pipeline status` and everything after them.
 
 Lag (entries never delivered to the group) comes from XINFO GROUPS. Redis reports it as
 NULL when it cannot tell (entries after the group's position were deleted); that NULL
 is handled here and nowhere else: the undelivered entries are counted, up to
 LAG_COUNT_LIMIT; past that, XLEN minus pending stands in (an upper bound, since trimming
 never removes an entry the group still needs). `lag_source` says which it was.
+
+Ages are measured against Redis's clock (TIME), not ours. An entry ID is its enqueue
+time only if the producer let Redis choose it: another producer that wrote a future ID
+pins every later ID to it, so `last_id_ahead_s` reports how far ahead the stream's last
+ID is, and the ages of entries dated in the future read as unknown (None), not as 0.
 """
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -22,6 +26,7 @@ LAG_COUNT_LIMIT = 100  # entries read (whole) to count a NULL lag: bounded and c
 LAG_FROM_REDIS, LAG_COUNTED, LAG_ESTIMATED, LAG_NO_GROUP = (
     "redis", "counted", "estimated", "no group"
 )  # fmt: skip
+MAX_ID = "18446744073709551615-18446744073709551615"  # no entry can follow it
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +37,18 @@ class ConsumerState:
 
 
 @dataclass(frozen=True, slots=True)
+class OtherGroup:
+    """Another consumer group on the same stream: trimming keeps what it needs too."""
+
+    name: str
+    lag: int | None
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
 class GroupState:
     """A queue as Redis holds it now. Ages are seconds since the enqueue time an
-    entry ID records, None when there is no such entry."""
+    entry ID records, None when there is no such entry (or its ID is in the future)."""
 
     stream_exists: bool = False
     group_exists: bool = False
@@ -48,22 +62,31 @@ class GroupState:
     dead_letters: int = 0
     last_generated_id: str | None = None
     last_delivered_id: str | None = None
+    last_id_ahead_s: float = 0.0  # how far the last ID is past Redis's clock
+    other_groups: tuple[OtherGroup, ...] = ()
+    now_s: float = 0.0  # Redis's clock when read
 
     @property
     def backlog(self) -> int:
         """Entries the group has still to finish: lag + pending."""
         return self.lag + self.pending
 
+    @property
+    def ids_exhausted(self) -> bool:
+        """The stream's last ID is the largest possible: XADD * fails for good."""
+        return self.last_generated_id == MAX_ID
+
     def active_consumers(self, within_s: float) -> int:
         return sum(1 for c in self.consumers if c.idle_s < within_s)
 
 
-def age_s(entry_id: str | None, now_s: float | None = None) -> float | None:
-    """Seconds since the enqueue time an entry ID records (never negative)."""
+def age_s(entry_id: str | None, now_s: float) -> float | None:
+    """Seconds since the enqueue time an entry ID records; None for no entry, or for
+    one dated in the future (its enqueue time is unknown)."""
     if entry_id is None:
         return None
-    now_s = time.time() if now_s is None else now_s
-    return max(0.0, now_s - entry_ms(entry_id) / 1000)
+    age = now_s - entry_ms(entry_id) / 1000
+    return age if age >= -1.0 else None  # a second of slack for ID granularity
 
 
 def read_group_state(client: Client, queue: Queue) -> GroupState:
@@ -72,21 +95,27 @@ def read_group_state(client: Client, queue: Queue) -> GroupState:
         pipe.xinfo_stream(queue.stream)
         pipe.xinfo_groups(queue.stream)
         pipe.xlen(queue.dead_letter_stream)
-        info, groups, dead = pipe.execute(raise_on_error=False)
-    dead_letters = _int(dead)
+        pipe.time()
+        info, groups, dead, clock = pipe.execute(raise_on_error=False)
+    _raise_if_error(groups if not _no_such_key(groups) else None, dead, clock)
+    now_s = clock[0] + clock[1] / 1e6
+    state = GroupState(dead_letters=_int(dead), now_s=now_s)
     if _no_such_key(info):  # no stream: nothing dispatched yet
-        return GroupState(dead_letters=dead_letters)
-    _raise_if_error(info, groups, dead)
-    length, last_id = int(info["length"]), str_or_none(info["last-generated-id"])
+        return state
+    _raise_if_error(info)
+    last_id = str_or_none(info["last-generated-id"])
+    ahead = entry_ms(last_id) / 1000 - now_s if last_id else 0.0
+    state = replace(
+        state, stream_exists=True, length=int(info["length"]),
+        last_generated_id=last_id, last_id_ahead_s=max(0.0, ahead),
+        other_groups=tuple(_other(g) for g in groups if g["name"] != queue.group),
+    )  # fmt: skip
     row = _group_row(groups, queue.group)
     if row is None:  # no consumer has created the group yet: everything waits
         first = info.get("first-entry")
-        return GroupState(
-            stream_exists=True, length=length, lag=length, dead_letters=dead_letters,
-            last_generated_id=last_id,
-            oldest_undelivered_age_s=age_s(first[0] if first else None),
-        )  # fmt: skip
-    return _with_group(client, queue, row, length, last_id, dead_letters)
+        oldest = age_s(first[0] if first else None, now_s)
+        return replace(state, lag=state.length, oldest_undelivered_age_s=oldest)
+    return _with_group(client, queue, row, state)
 
 
 def read_backlog(client: Client, queue: Queue) -> int:
@@ -105,28 +134,24 @@ def read_backlog(client: Client, queue: Queue) -> int:
 
 
 def _with_group(
-    client: Client,
-    queue: Queue,
-    row: dict[str, Any],
-    length: int,
-    last_id: str | None,
-    dead_letters: int,
+    client: Client, queue: Queue, row: dict[str, Any], state: GroupState
 ) -> GroupState:
     pending, delivered = int(row["pending"]), str(row["last-delivered-id"])
-    lag, source = _lag(client, queue, row, pending, length)
+    lag, source = _lag(client, queue, row, pending, state.length)
     with client.pipeline(transaction=False) as pipe:
         pipe.xpending(queue.stream, queue.group)
         pipe.xinfo_consumers(queue.stream, queue.group)
         pipe.xrange(queue.stream, min=f"({delivered}", count=1)
         summary, consumers, first = pipe.execute()
     undelivered = stream_entries(first)
-    return GroupState(
-        stream_exists=True, group_exists=True, length=length, lag=lag,
-        lag_source=source, pending=pending,
+    oldest_pending = str_or_none(summary["min"]) if pending else None
+    return replace(
+        state, group_exists=True, lag=lag, lag_source=source, pending=pending,
         consumers=tuple(_consumer(c) for c in consumers),
-        oldest_pending_age_s=age_s(str_or_none(summary["min"])) if pending else None,
-        oldest_undelivered_age_s=age_s(undelivered[0][0] if undelivered else None),
-        dead_letters=dead_letters, last_generated_id=last_id,
+        oldest_pending_age_s=age_s(oldest_pending, state.now_s),
+        oldest_undelivered_age_s=age_s(
+            undelivered[0][0] if undelivered else None, state.now_s
+        ),
         last_delivered_id=delivered,
     )  # fmt: skip
 
@@ -141,9 +166,8 @@ def _lag(
     if row["lag"] is not None:
         return int(row["lag"]), LAG_FROM_REDIS
     after = f"({row['last-delivered-id']}"
-    counted = len(
-        stream_entries(client.xrange(queue.stream, min=after, count=LAG_COUNT_LIMIT))
-    )
+    reply = client.xrange(queue.stream, min=after, count=LAG_COUNT_LIMIT)
+    counted = len(stream_entries(reply))
     if counted < LAG_COUNT_LIMIT:
         return counted, LAG_COUNTED
     length = _int(client.xlen(queue.stream)) if length is None else length
@@ -156,6 +180,13 @@ def _group_row(groups: Any, group: str) -> dict[str, Any] | None:
             found: dict[str, Any] = row
             return found
     return None
+
+
+def _other(row: dict[str, Any]) -> OtherGroup:
+    lag = row["lag"]
+    return OtherGroup(
+        str(row["name"]), None if lag is None else int(lag), int(row["pending"])
+    )
 
 
 def _consumer(row: dict[str, Any]) -> ConsumerState:

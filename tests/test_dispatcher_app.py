@@ -174,7 +174,10 @@ def test_dispatch_answers_503_when_redis_is_down() -> None:
     response = http.post("/dispatch", json={"num_messages": 2})
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
-    assert response.get_json() == {"error": "redis unavailable"}
+    assert response.get_json() == {
+        "error": "redis unavailable",
+        "reason": "redis unreachable",
+    }
 
 
 def test_dispatch_paced_and_interrupted_reports_exactly_what_was_written(
@@ -221,7 +224,10 @@ def test_readyz_follows_redis(http: FlaskClient) -> None:
     assert http.get("/readyz").status_code == 200
     response = make_client(unreachable()).get("/readyz")
     assert response.status_code == 503
-    assert response.get_json() == {"error": "redis unavailable"}
+    assert response.get_json() == {
+        "error": "redis unavailable",
+        "reason": "redis unreachable",
+    }
 
 
 def test_unknown_routes_and_methods_answer_json(http: FlaskClient) -> None:

@@ -187,7 +187,11 @@ def test_e2e_services_ride_out_a_redis_restart(
         eventually(lambda: drained(client, 2), timeout_s=20)
         server.kill()
         status, body = call(f"{base}/dispatch", {"num_messages": 2})
-        assert (status, body) == (503, {"error": "redis unavailable"})
+        assert (status, body["error"], body["reason"]) == (
+            503,
+            "redis unavailable",
+            "redis unreachable",
+        )
         assert call(f"{base}/readyz")[0] == 503
         # Down for longer than the client retries: the worker loop waits it out.
         eventually(lambda: '"redis unavailable, retrying"' in consumer.log_text())
