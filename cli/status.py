@@ -11,6 +11,7 @@ from cli import output
 from cli.settings import CliError, Settings, connect_cli
 from pipeline_core.connection import Client, queue_node, redacted
 from pipeline_core.group_state import GroupState, read_group_state
+from pipeline_core.memory import read_memory
 
 WATCHED_CONFIG = ("appendonly", "appendfsync", "maxmemory-policy")
 
@@ -62,6 +63,10 @@ def status(client: Client, settings: Settings) -> dict[str, Any]:
     state = read_group_state(client, settings.queue)
     require_group(state, settings)
     persistence, warnings = _persistence(client, settings)
+    warnings += state_warnings(state)
+    memory = read_memory(client, settings.queue)
+    if not memory.max_bytes:
+        warnings.append("Redis has no maxmemory: nothing bounds the queue's memory")
     server = queue_node(client, settings.queue).info("server")
     return {
         "stream": settings.queue.stream,
@@ -77,11 +82,34 @@ def status(client: Client, settings: Settings) -> dict[str, Any]:
         "oldest_pending_age_s": state.oldest_pending_age_s,
         "oldest_undelivered_age_s": state.oldest_undelivered_age_s,
         "dead_letters": state.dead_letters,
+        "memory_used_bytes": memory.used_bytes,
+        "maxmemory_bytes": memory.max_bytes,
+        "other_groups": [
+            {"name": g.name, "lag": g.lag, "pending": g.pending}
+            for g in state.other_groups
+        ],
         "redis_version": server["redis_version"],
         "redis_url": redacted(settings.redis.url),
         "persistence": persistence,
         "warnings": warnings,
     }
+
+
+def state_warnings(state: GroupState) -> list[str]:
+    """What another writer or reader of the stream did that operators must know."""
+    warnings = []
+    if state.ids_exhausted:
+        warnings.append("the stream's last ID is the largest possible: no entry can "
+                        "be added (another producer wrote it)")  # fmt: skip
+    elif state.last_id_ahead_s > 1:
+        warnings.append(f"the stream's last ID is {state.last_id_ahead_s:.0f} s in the "
+                        "future (another producer wrote it): new IDs are pinned to it "
+                        "and their ages are unknown")  # fmt: skip
+    for group in state.other_groups:
+        warnings.append(f"another group {group.name!r} reads this stream (lag "
+                        f"{group.lag}, pending {group.pending}): trimming keeps every "
+                        "entry it has not finished")  # fmt: skip
+    return warnings
 
 
 def _persistence(

@@ -28,11 +28,12 @@ log = logging.getLogger(__name__)
 # Why Lua: the dead letter must be written exactly once. XACK answers 1 only to the
 # caller that removes the entry from the pending list; a MULTI cannot make the XADD
 # depend on that answer, so a retried or late MULTI (after another consumer finished the
-# entry) would add a second dead letter. KEYS: stream, dead-letter stream. ARGV: group,
-# entry ID, fields...
+# entry) would add a second dead letter. The same XADD drops dead letters older than
+# DEAD_LETTER_MAX_AGE_S (MINID: by the time their IDs record). KEYS: stream, dead-letter
+# stream. ARGV: group, entry ID, the oldest ID to keep ("0" keeps all), fields...
 DEAD_LETTER = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+  return redis.call('XADD', KEYS[2], 'MINID', ARGV[3], '*', unpack(ARGV, 4))
 end
 return false
 """
@@ -136,15 +137,24 @@ class Outcomes:
         )
         flat = [as_sent(item) for pair in fields.items() for item in pair]
         keys = [s.queue.stream, s.queue.dead_letter_stream]
-        dead_id = self._dead_letter(
-            keys=keys, args=[s.queue.group, message.entry_id, *flat]
-        )
+        args: list[EncodableT] = [
+            s.queue.group,
+            message.entry_id,
+            self._keep_dead_from(),
+            *flat,
+        ]
+        dead_id = self._dead_letter(keys=keys, args=args)
         if dead_id is None:
             return
         task = message.task if message.task in self.tasks else "unknown"
         self.metrics.count(task, "dead_lettered")
         facts = {"entry_id": message.entry_id, "task": task, "error": fields["error"]}
         log.error("message dead-lettered", extra={**facts, "deliveries": count})
+
+    def _keep_dead_from(self) -> str:
+        """The oldest dead-letter ID to keep (our clock: a policy of days, not ms)."""
+        max_age_s = self.settings.dead_letter_max_age_s
+        return f"{int((time.time() - max_age_s) * 1000)}-0" if max_age_s else "0"
 
     def release(self, messages: list[Message]) -> int:
         """Hand unstarted entries back: claimable by any consumer at once, their
