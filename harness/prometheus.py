@@ -16,6 +16,7 @@ def start_prometheus(
     targets: dict[str, list[str]],
     interval: str = "5s",
     port: int | None = None,
+    rules: Path = ALERT_RULES,
 ) -> "tuple[subprocess.Popen[bytes], str]":
     """Scrapes each job's targets every `interval` and evaluates the rules as often;
     returns once Prometheus answers /-/ready."""
@@ -25,7 +26,7 @@ def start_prometheus(
     ]
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "rule_files": [str(ALERT_RULES)],
+        "rule_files": [str(rules)],
         "scrape_configs": jobs,
     }
     workdir.mkdir(parents=True, exist_ok=True)

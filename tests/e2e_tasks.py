@@ -50,3 +50,11 @@ def gil(token: str, seconds: float, runs: str) -> str:
     os.close(fd)
     sum(range(int(SUM_RATE * seconds)))
     return token
+
+
+@task
+def fails_until(fixed: str) -> str:
+    """Fails until the file `fixed` exists: a bug, then its fix (for replays)."""
+    if not Path(fixed).exists():
+        raise RuntimeError("not fixed yet")
+    return "fixed"
