@@ -1,5 +1,5 @@
-"""Every shipped alert seen firing for real: a Prometheus with prometheus/alerts.yml scrapes
-real services while each alert's condition is made to happen.
+"""Every shipped alert seen firing for real: a Prometheus with the shipped rules scrapes
+real services (prometheus/alerts.yml) while each alert's condition is made to happen.
 
 The rules are the shipped ones with their time scaled down (every `for:` becomes 2 s and
 every range `[Nm]` 15 s) so the suite waits seconds, not minutes; expressions and
