@@ -42,9 +42,11 @@ ERROR_LIMIT = 2000  # characters of a failure's text kept in its dead letter
 
 def store_and_ack(
     client: Client, settings: Settings, done: list[tuple[Message, str]]
-) -> None:
-    """Results into their hourly hashes and XACK of their entries, in one MULTI/EXEC: a
-    result exists exactly when its entry is acknowledged. Three commands a batch."""
+) -> int:
+    """Results into their per-minute hashes and XACK of their entries, in one
+    MULTI/EXEC: a result exists exactly when its entry is acknowledged. A few commands
+    a batch. Returns how many entries the XACK removed from the pending list (fewer
+    than done: others had acknowledged them already)."""
     queue = settings.queue
     fields: dict[str, dict[FieldT, EncodableT]] = {}
     for message, result in done:
@@ -55,7 +57,8 @@ def store_and_ack(
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, settings.result_ttl_s)  # kept that long after the last
         pipe.xack(queue.stream, queue.group, *(m.entry_id for m, _ in done))
-        pipe.execute()
+        acked: int = pipe.execute()[-1]
+    return acked
 
 
 class Outcomes:
@@ -78,17 +81,19 @@ class Outcomes:
         """Store the results and XACK their entries in one MULTI/EXEC."""
         if not done:
             return
-        late = self.ownership.taken_over(m.entry_id for m, _ in done)
-        if late:
-            # Harmless: the work is done; the new owner's own ack will find nothing.
-            self.metrics.late_acks.inc(len(late))
-            log.warning("late acks of entries taken over", extra={"entry_ids": late})
+        taken = self.ownership.taken_over(m.entry_id for m, _ in done)
         try:
-            store_and_ack(self.client, self.settings, done)
+            acked = store_and_ack(self.client, self.settings, done)
         except redis.ResponseError as error:
             if reason(error) != "oom":
                 raise
-            self._ack_without_results(done)
+            acked = self._ack_without_results(done)
+        # Late: taken over by another consumer meanwhile, or even acknowledged by it
+        # already. Harmless: the work is done; it may have run twice, nothing is lost.
+        late = max(len(taken), len(done) - acked)
+        if late:
+            self.metrics.late_acks.inc(late)
+            log.warning("late acks of entries taken over", extra={"entry_ids": taken})
         for task, acked in Counter(message.task for message, _ in done).items():
             self.metrics.count(task, "acked", acked)
         now = time.time()
@@ -98,16 +103,17 @@ class Outcomes:
             ids = [m.entry_id for m, _ in done]
             log.debug("messages acked", extra={"entry_ids": ids})
 
-    def _ack_without_results(self, done: list[tuple[Message, str]]) -> None:
+    def _ack_without_results(self, done: list[tuple[Message, str]]) -> int:
         """Redis is out of memory: it refuses the HSET, and with it the whole MULTI,
         but still takes a plain XACK. Draining is what frees memory (acknowledged
         entries get trimmed), so the work is acknowledged and its results dropped,
         counted and logged, rather than held while the outage holds itself up."""
         q = self.settings.queue
-        self.client.xack(q.stream, q.group, *(m.entry_id for m, _ in done))
+        acked = int(self.client.xack(q.stream, q.group, *(m.entry_id for m, _ in done)))
         self.metrics.results_dropped.inc(len(done))
         log.warning("results dropped: redis is out of memory", extra={
             "count": len(done), "first_entry_id": done[0][0].entry_id})  # fmt: skip
+        return acked
 
     def failed(self, message: Message, error: Exception) -> None:
         """The task raised: retried through reclaim, unless out of deliveries."""

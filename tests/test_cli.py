@@ -3,6 +3,7 @@ it prints and what it leaves behind."""
 
 import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,75 @@ def test_errors_are_one_line_and_a_nonzero_exit(
     assert done.returncode == 2
     assert done.stderr.startswith(f"pipeline: {expected}"), done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def own_dispatcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, RedisServer]]:
+    """A dispatcher with a backlog limit of 5, on a Redis of its own (to kill)."""
+    require_redis_server()
+    server = RedisServer(tmp_path / "redis").start()
+    port = free_port()
+    service = Service("dispatcher", {
+        "REDIS_URL": server.url, "PORT": str(port), "HOST": "127.0.0.1",
+        "DISPATCH_TOKENS": TOKEN, "MAX_BACKLOG": "5",
+    }, tmp_path / "dispatcher.log")  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    eventually(lambda: http_ok(f"{url}/healthz"), timeout_s=30)
+    monkeypatch.setenv("DISPATCHER_URL", url)
+    monkeypatch.setenv("DISPATCH_TOKEN", TOKEN)
+    yield url, server
+    service.stop()
+    server.kill()
+
+
+def dispatch_in_a_thread(payloads: Path, result: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        result["code"] = main(["dispatch", "demo", "--payloads", str(payloads),
+                               "--batch", "5", "--json"])  # fmt: skip
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_dispatch_retries_a_full_backlog_after_retry_after(
+    own_dispatcher: tuple[str, RedisServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, server = own_dispatcher
+    payloads = tmp_path / "ten.jsonl"
+    payloads.write_text("".join(json.dumps({"n": n}) + "\n" for n in range(10)))
+    result: dict[str, Any] = {}
+    with server.client() as client:
+        thread = dispatch_in_a_thread(payloads, result)
+        # The first 5 fill the backlog: the next batch gets 429 until they are done.
+        eventually(lambda: client.exists(STREAM) and client.xlen(STREAM) == 5)
+        worker = make_worker(client, {"demo": lambda **payload: payload})
+        worker.poll_once()
+        thread.join(timeout=30)
+        # The refused batch went in on a retry (the first 5 were trimmed once done).
+        assert client.xinfo_stream(STREAM)["entries-added"] == 10
+    summary = json.loads(capsys.readouterr().out.split("\n", 1)[1] or "{}")
+    assert (result["code"], summary["accepted"], summary["failed"]) == (0, 10, 0)
+
+
+def test_dispatch_retries_while_redis_is_down(
+    own_dispatcher: tuple[str, RedisServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, server = own_dispatcher
+    payloads = tmp_path / "three.jsonl"
+    payloads.write_text("".join(json.dumps({"n": n}) + "\n" for n in range(3)))
+    server.kill()  # every POST gets 503 with Retry-After
+    result: dict[str, Any] = {}
+    thread = dispatch_in_a_thread(payloads, result)
+    eventually(lambda: "failed" not in result and thread.is_alive())
+    server.start()  # from its AOF, in the same place
+    thread.join(timeout=60)
+    with server.client() as client:
+        assert client.xlen(STREAM) == 3
+    assert result["code"] == 0

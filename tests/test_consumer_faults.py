@@ -15,6 +15,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from cli.__main__ import main as pipeline
+from consumer.outcomes import store_and_ack
 from consumer.worker import Worker
 from harness.processes import free_port
 from harness.redis_server import EPHEMERAL, RedisServer
@@ -277,3 +278,18 @@ def test_dead_letters_older_than_their_max_age_go_as_new_ones_arrive(
     entry_id = add_entry(r, "no.such.task")
     worker.poll_once()
     assert [d["source_id"] for d in dead_letters(r)] == [entry_id]
+
+
+def test_result_and_ack_go_together_or_not_at_all(own: redis.Redis) -> None:
+    """A failure inside the MULTI (here: Redis refuses the HSET at maxmemory) applies
+    none of it: no result without its ack, no ack without its result."""
+    worker = make_worker(own, ECHO)
+    entry_id = add_entry(own, "echo", {"x": 1})
+    [message] = worker.reader.read_new()
+    own.config_set("maxmemory", 1)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        store_and_ack(own, worker.settings, [(message, "1")])
+    own.config_set("maxmemory", 0)
+    # Pending list: the entry, still c1's; and no result was stored.
+    assert [p["message_id"] for p in pending(own)] == [entry_id]
+    assert result_of(own, entry_id) is None

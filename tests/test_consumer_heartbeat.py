@@ -129,3 +129,34 @@ def test_worker_counts_a_late_ack_of_an_entry_taken_over_mid_task(
     # Pending list: empty. The late ack removed the entry the other consumer now held.
     assert pending(r) == []
     assert worker.metrics.late_acks._value.get() == 1
+
+
+def test_a_task_hung_past_task_timeout_is_handed_to_another_consumer(
+    r: redis.Redis,
+) -> None:
+    unblock = threading.Event()
+    ran: list[str] = []
+
+    def hangs(who: str) -> str:
+        ran.append(who)
+        if len(ran) == 1:
+            unblock.wait(20)  # hung, until the test lets it go
+        return who
+
+    worker = make_worker(r, {"hangs": hangs}, claim_idle_ms=300, task_timeout_s=0.3)
+    heir = make_worker(r, {"hangs": hangs}, claim_idle_ms=300, consumer_name="heir")
+    entry_id = add_entry(r, "hangs", {"who": "any"})
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        eventually(lambda: ran)
+        # Pending list: the entry, c1's. Its heartbeat stops renewing it after 0.3 s,
+        # so it lapses after claim_idle_ms and the heir takes it over and runs it.
+        eventually(lambda: heir.poll_once() == 1, timeout_s=10)
+        assert result_of(r, entry_id) == '"any"' and len(ran) == 2
+    finally:
+        unblock.set()
+        worker.stopping.set()
+        thread.join(timeout=5)
+    # The hung run finished late: its ack found the entry gone, counted as late.
+    assert worker.metrics.late_acks._value.get() == 1

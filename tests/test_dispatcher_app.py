@@ -246,3 +246,44 @@ def test_metrics_count_accepted_and_refused_messages(http: FlaskClient) -> None:
     text = http.get("/metrics").get_data(as_text=True)
     assert 'dispatcher_messages_total{outcome="accepted"} 3.0' in text
     assert 'dispatcher_http_requests_total{code="400",endpoint="/dispatch"} 1.0' in text
+
+
+class BrokenRedis(fakeredis.FakeRedis):
+    """A client whose pipeline fails with an error that is not Redis's (a bug)."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        raise RuntimeError("secret detail of the failure")
+
+
+def test_an_unexpected_error_is_500_internal_error_with_no_detail(
+    server: fakeredis.FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = BrokenRedis(server=server, decode_responses=True)
+    response = make_client(broken).post("/dispatch", json={"num_messages": 1})
+    assert (response.status_code, response.get_json()) == (
+        500,
+        {"error": "internal error"},
+    )
+    assert b"secret detail" not in response.data and b"Traceback" not in response.data
+    assert "secret detail of the failure" in caplog.text  # the log has it, for us
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "rule"),
+    [
+        ({"blob": "x" * 300}, 413, "is over 256 bytes as JSON"),
+        ({"a": {"b": {"c": {"d": {}}}}}, 400, "nests objects and lists over 4 deep"),
+        ({"a": {"b": {"c": {}}}}, 202, None),
+    ],
+)
+def test_payload_size_and_depth_limits_name_the_payload(
+    fake: fakeredis.FakeRedis, payload: dict[str, Any], status: int, rule: str | None
+) -> None:
+    http = make_client(fake, max_payload_bytes=256, max_payload_depth=4)
+    body = {"task": "demo", "payloads": [{"ok": 1}, payload]}
+    response = http.post("/dispatch", json=body)
+    assert response.status_code == status
+    if rule:
+        assert response.get_json()["field"] == "payloads[1]"
+        assert response.get_json()["rule"] == rule
+        assert fake.exists("tasks") == 0  # the valid first payload was not written

@@ -115,3 +115,22 @@ def test_dispatch_without_the_right_token_is_401_and_writes_nothing(
     status, answered = answer(GUARDED, json.dumps(body).encode(), headers)
     if authorization != f"Bearer {TOKEN}":
         assert (status, answered["error"]) == (401, "unauthorized")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    entry_id=st.text(HEADER_TEXT, min_size=1, max_size=40).filter(
+        lambda t: "/" not in t and "?" not in t and "#" not in t
+    )
+    | st.builds(lambda a, b: f"{a}-{b}", st.integers(0, 2**70), st.integers(0, 99)),
+    authorization=st.sampled_from([None, f"Bearer {TOKEN}", "Bearer wrong-one"]),
+)
+def test_results_answer_401_without_the_token_and_never_a_5xx(
+    entry_id: str, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = GUARDED.get(f"/results/{entry_id}", headers=headers)
+    assert 200 <= response.status_code < 500, (entry_id, response.data[:200])
+    assert isinstance(response.get_json(), dict)
+    if authorization != f"Bearer {TOKEN}":
+        assert response.status_code == 401

@@ -1,6 +1,7 @@
 """The stream-state gauges against a real Redis: NULL lag and Redis down included."""
 
 import time
+from pathlib import Path
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
@@ -9,8 +10,10 @@ from dispatcher.settings import Settings
 from dispatcher.stream_state import StreamStateCollector
 from dispatcher.wsgi import connect_dispatcher
 from harness.processes import free_port
+from harness.redis_server import RedisServer
 from pipeline_core.connection import RedisSettings
 from pipeline_core.group_state import GroupState, read_group_state
+from tests.conftest import require_redis_server
 from tests.factories import DEAD, GROUP, QUEUE, STREAM, add_entry, deliver_to
 
 
@@ -81,3 +84,22 @@ def test_collector_never_fails_the_scrape_when_redis_is_down() -> None:
     text = generate_latest(registry).decode()
     assert "pipeline_stream_state_up 0.0" in text
     assert "pipeline_stream_length" not in text
+
+
+def test_collector_answers_quickly_while_redis_is_stalled(tmp_path: Path) -> None:
+    require_redis_server()
+    server = RedisServer(tmp_path / "redis").start()
+    settings = Settings(redis=RedisSettings(url=server.url), state_timeout_s=0.3)
+    stalled = connect_dispatcher(settings, timeout_s=settings.state_timeout_s)
+    registry = CollectorRegistry()
+    registry.register(StreamStateCollector(stalled, QUEUE))
+    try:
+        assert "pipeline_stream_state_up 1.0" in generate_latest(registry).decode()
+        server.pause()  # SIGSTOP: connections stay open, nothing answers
+        started = time.monotonic()
+        text = generate_latest(registry).decode()
+        assert time.monotonic() - started < 2.0  # the state timeout, not a hang
+        assert "pipeline_stream_state_up 0.0" in text
+    finally:
+        server.resume()
+        server.kill()

@@ -3,6 +3,7 @@ flow: every dashboard query must return data, and the throughput panel must agre
 what was actually processed."""
 
 import json
+import math
 import subprocess
 import time
 import urllib.parse
@@ -34,10 +35,20 @@ class Observed:
     dispatcher: str
     consumer_metrics: list[str]
     load_started_s: float
+    load_ended_s: float  # the steady load of healthy work
+    failed_at_s: float  # the failing entries dispatched
 
 
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+# Panels that show the load while it runs: their rates and quantiles must be there,
+# finite and above zero in the middle of it, not merely "some data" after it.
+LOAD_PANELS = ("Throughput", "End-to-end latency", "Processing time",
+               "Dispatch outcomes", "HTTP requests", "HTTP latency p95")  # fmt: skip
+FAILURE_PANELS = ("Failures by task", "Dead letters per second")
+
+
+def query(prometheus: str, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+    arguments = {"query": expr} | ({"time": f"{at:.3f}"} if at else {})
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode(arguments)
     with urllib.request.urlopen(url, timeout=10) as response:
         body = json.loads(response.read())
     assert body["status"] == "success", body
@@ -98,19 +109,27 @@ def observed(
                     == 202
                 )
                 time.sleep(0.2)  # the load's own pace: 50 messages a second
+            ended = time.time()
             explode = {
                 "task": "explode",
                 "payloads": [{"n": n} for n in range(FAILING)],
             }
             assert post(f"{base}/dispatch", explode) == 202
+            failed_at = time.time()
             eventually(lambda: drained(client, MESSAGES + FAILING), timeout_s=30)
             eventually(lambda: client.xlen("{tasks}:dead") == FAILING, timeout_s=30)
-            time.sleep(3)  # three more scrapes see the final state
+            # Prometheus has scraped the final state (polled, not slept on).
+            final = (
+                f'sum(consumer_messages_total{{outcome="dead_lettered"}}) == {FAILING}'
+            )
+            eventually(lambda: query(prometheus_url, final), timeout_s=30)
             yield Observed(
                 prometheus_url,
                 base,
                 [f"http://127.0.0.1:{p}" for p in metrics],
                 started,
+                ended,
+                failed_at,
             )
         finally:
             prometheus.terminate()
@@ -125,6 +144,17 @@ def test_every_dashboard_query_returns_data(
 ) -> None:
     concrete = expr.replace("$__rate_interval", RATE_INTERVAL)
     assert query(observed.prometheus, concrete), f"{title}: no data for {concrete}"
+    when = None
+    if title.startswith(LOAD_PANELS):
+        when = (observed.load_started_s + observed.load_ended_s) / 2
+    elif title.startswith(FAILURE_PANELS):
+        when = observed.failed_at_s + 4  # within the rate window after the failures
+    if when is None:
+        return
+    values = [float(s["value"][1]) for s in query(observed.prometheus, concrete, when)]
+    assert any(math.isfinite(v) and v > 0 for v in values), (title, concrete, values)
+    if "endpoint" not in concrete:  # a per-endpoint p95 is NaN for idle endpoints
+        assert all(math.isfinite(v) for v in values), (title, concrete, values)
 
 
 def test_throughput_panel_agrees_with_what_was_processed(observed: Observed) -> None:

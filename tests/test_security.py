@@ -2,6 +2,7 @@
 checked with ACL DRYRUN and live), bearer tokens, no secret in any output, and TLS."""
 
 import json
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -153,6 +154,28 @@ def post(url: str, body: object, token: str | None) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def get_status(url: str, token: str | None) -> int:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def refused_before_the_body(port: int) -> bool:
+    """A POST without a token announcing 10 MB of body, none of it sent: the 401 must
+    come back at once, the body never awaited."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(
+            b"POST /dispatch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10000000\r\n\r\n"
+        )
+        return connection.recv(64).startswith(b"HTTP/1.1 401")
+
+
 def test_services_work_end_to_end_with_their_own_users_and_leak_no_secret(
     acl_redis: tuple[RedisServer, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -197,11 +220,13 @@ def test_services_work_end_to_end_with_their_own_users_and_leak_no_secret(
         request.add_header("Authorization", f"Bearer {TOKEN}")
         with urllib.request.urlopen(request, timeout=5) as answer:
             assert json.loads(answer.read())["result"] == {"seq": 0}
-        assert post(f"{base}/results/{entry_id}", {}, None)[0] in (401, 405)
+        assert get_status(f"{base}/results/{entry_id}", None) == 401
+        assert get_status(f"{base}/results/{entry_id}", "wrong-" + TOKEN) == 401
+        assert refused_before_the_body(port)
         for url in (f"{base}/metrics", f"http://127.0.0.1:{metrics_port}/metrics"):
             with urllib.request.urlopen(url, timeout=5) as answer:
                 bodies.append(answer.read())
-        assert b"dispatcher_unauthorized_requests_total 3.0" in bodies[-2]
+        assert b"dispatcher_unauthorized_requests_total 6.0" in bodies[-2]
     finally:
         dispatcher.stop()
         consumer.stop()
