@@ -72,12 +72,22 @@ def run_times(record_dir: Path, prefix: str) -> list[float]:
 
 
 def read_dead_letters(client: Client, dead_stream: str) -> dict[str, list[int]]:
-    """Token -> the `deliveries` of each of its dead letters."""
+    """Token -> the `deliveries` of each of its dead letters. An entry another
+    producer wrote (undecodable, or without a token) counts as "?<source ID>"."""
     dead: dict[str, list[int]] = {}
     for _dead_id, fields in stream_entries(client.xrange(dead_stream)):
-        token = json.loads(fields["payload"])["token"]
-        dead.setdefault(token, []).append(int(fields["deliveries"]))
+        token = _token(fields) or f"?{fields.get('source_id')}"
+        dead.setdefault(token, []).append(int(fields.get("deliveries", "0")))
     return dead
+
+
+def _token(fields: dict[str, str]) -> str | None:
+    try:
+        payload = json.loads(fields.get("payload", ""))
+    except ValueError:
+        return None
+    token = payload.get("token") if isinstance(payload, dict) else None
+    return token if isinstance(token, str) else None
 
 
 def drained(client: Client, stream: str, group: str) -> bool:
@@ -98,6 +108,11 @@ def healthy(token: str) -> bool:
     return token.startswith("w")
 
 
+def foreign(token: str) -> bool:
+    """Written by another producer (x…) or undecodable (?…): no client was told."""
+    return token[:1] in ("x", "?")
+
+
 def check(
     report: Report,
     ledger: Ledger,
@@ -108,14 +123,16 @@ def check(
     """Fill the report's counts and add the generic problems to it."""
     acked, unknown = set(ledger.acknowledged), ledger.unknown
     report.acknowledged, report.refused = len(acked), len(ledger.refused)
-    report.unknown, report.dead_lettered = len(unknown), len(dead)
+    report.unknown = len(unknown)
+    report.dead_lettered = sum(1 for t in dead if not foreign(t))
     report.processed = sum(1 for t in acked if healthy(t) and runs[t] and t not in dead)
     report.duplicates = sum(n - 1 for t, n in runs.items() if healthy(t))
     report.max_deliveries = max([*runs.values(), *(max(d) for d in dead.values()), 0])
     lost = [t for t in acked if healthy(t) and not runs[t]]
     lost += _uncontained(acked, runs, dead, max_deliveries, report)
     wrongly_dead = sorted(t for t in dead if healthy(t))
-    unexpected = sorted((set(runs) | set(dead)) - acked - unknown)
+    ran_or_dead = {t for t in set(runs) | set(dead) if not foreign(t)}
+    unexpected = sorted(ran_or_dead - acked - unknown)
     report.lost, report.unexpected = len(lost), len(unexpected)
     report.wrongly_dead = len(wrongly_dead)
     for count, what, examples in (

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 # What request number n dispatches: (task, payloads per request, seconds of work each).
 Mix = Callable[[int], tuple[str, int, float]]
-PREFIX = {"chaos.work": "w", "chaos.poison": "p", "chaos.crash": "c"}
+PREFIX = {"chaos.work": "w", "chaos.gil": "w", "chaos.poison": "p", "chaos.crash": "c"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class Answer:
     ended_s: float
     status: str  # the HTTP code, or "timeout" / "error"
     retry_after: bool
+    reason: str = ""  # a refusal's "error" and "reason" from its JSON body
 
 
 @dataclass
@@ -93,27 +94,36 @@ class Load:
         task, batch, seconds = self.mix(number)
         tokens = [f"{PREFIX[task]}{number}.{i}" for i in range(batch)]
         payloads = [{"token": token, "seconds": seconds} for token in tokens]
-        if task != "chaos.work":
+        if PREFIX[task] != "w":
             payloads = [{"token": token} for token in tokens]
         body = json.dumps({"task": task, "payloads": payloads}).encode()
         request = urllib.request.Request(
             self.url, data=body, headers={"Content-Type": "application/json"}
         )
         started_s = time.monotonic()
-        status, retry_after, entry_ids = _post(request)
-        answer = Answer(started_s, time.monotonic(), status, retry_after)
+        status, retry_after, entry_ids, reason = _post(request)
+        answer = Answer(started_s, time.monotonic(), status, retry_after, reason)
         self.ledger.add(tokens, answer, entry_ids)
         return batch
 
 
-def _post(request: urllib.request.Request) -> tuple[str, bool, list[str]]:
+def _post(request: urllib.request.Request) -> tuple[str, bool, list[str], str]:
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             entry_ids: list[str] = json.loads(response.read())["entry_ids"]
-            return str(response.status), False, entry_ids
+            return str(response.status), False, entry_ids, ""
     except urllib.error.HTTPError as error:
-        return str(error.code), error.headers.get("Retry-After") is not None, []
+        hint = error.headers.get("Retry-After") is not None
+        return str(error.code), hint, [], _reason(error.read())
     except TimeoutError:
-        return "timeout", False, []
+        return "timeout", False, [], ""
     except OSError:
-        return "error", False, []
+        return "error", False, [], ""
+
+
+def _reason(body: bytes) -> str:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return ""
+    return f"{answer.get('error', '')}: {answer.get('reason', answer.get('rule', ''))}"

@@ -11,6 +11,7 @@ import redis
 
 from chaos.checker import Report, check, drained, read_dead_letters, read_runs
 from chaos.load import Ledger, Load, Mix, steady
+from chaos.network import Network
 from chaos.sampler import Sampler
 from chaos.stack import CONSUMER_ENV, DEAD, GROUP, STREAM, chaos_stack, record_dir
 from harness.processes import wait_for
@@ -30,6 +31,7 @@ class Run:
     client: redis.Redis
     report: Report
     quick: bool
+    network: Network
     ledger: Ledger = field(default_factory=Ledger)
     # Per fault (a kill, a pause, a partition): the entry IDs the faulted consumer held.
     # A healthy entry may run again only as often as faults caught it held.
@@ -61,6 +63,8 @@ class Scenario:
     redis_options: tuple[str, ...] = SHIPPED  # what make run and k8s/ ship
     expect_loss: bool = False  # a broken control: the checker must find loss
     drain_s: float = 60.0
+    network: str = ""  # "partition" or "slow" (chaos/network.py)
+    network_delay_s: float = 0.0  # one way, for "slow"
 
     @property
     def max_deliveries(self) -> int:
@@ -68,16 +72,22 @@ class Scenario:
 
 
 def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
-    stack = chaos_stack(workdir, scenario)
+    network = Network(scenario.network, scenario.network_delay_s)
+    stack = chaos_stack(workdir, scenario, network.redis_options())
     report = Report(scenario.name)
     try:
+        network.create()
         stack.start()
+        network.start_consumers(stack, scenario.consumers)
+        wait_for(stack.consumers_connected, timeout_s=30, every_s=0.05)
         server = own_redis(stack)
         load = Load(stack.base_url, scenario.rate_per_s, scenario.mix)
         with server.client() as client:
-            _load_and_check(scenario, Run(stack, server, load, client, report, quick))
+            run = Run(stack, server, load, client, report, quick, network)
+            _load_and_check(scenario, run)
     finally:
         stack.stop()
+        network.delete()
     return report
 
 

@@ -5,7 +5,7 @@ import signal
 import threading
 import time
 
-from chaos import verdicts
+from chaos import redis_faults, verdicts
 from chaos.faults import (
     busiest,
     first_202_after,
@@ -19,7 +19,7 @@ from chaos.load import Mix, steady
 from chaos.runner import Run, Scenario
 from chaos.stack import STREAM
 from harness.processes import wait_for
-from harness.redis_server import EPHEMERAL
+from harness.redis_server import EPHEMERAL, SHIPPED
 
 CLAIM_IDLE_S = verdicts.CLAIM_IDLE_S
 GRACE_S = 10.0  # the terminationGracePeriodSeconds a rollout would give
@@ -164,6 +164,22 @@ SCENARIOS = [
              dispatcher_env={"MAX_BACKLOG": str(verdicts.MAX_BACKLOG)}),
     Scenario("long-task", long_tasks, verdicts.no_duplicates, mix=LONG,
              rate_per_s=0.8, consumer_env={"BATCH_SIZE": "1"}),
+    # Tasks holding the GIL (no heartbeat thread runs) for 2.5 x CLAIM_IDLE_MS.
+    Scenario("gil-bound", burst, verdicts.no_duplicates, rate_per_s=2,
+             mix=steady("chaos.gil", 1, CLAIM_IDLE_S * 2.5), drain_s=90),
+    Scenario("partition", redis_faults.partition, redis_faults.rejoined_without_restart,
+             consumers=1, network="partition"),
+    Scenario("slow-network", burst, redis_faults.no_spurious_takeovers,
+             network="slow", network_delay_s=0.075, rate_per_s=30, drain_s=90),
+    Scenario("redis-full", redis_faults.redis_full, redis_faults.memory_refusals_named),
+    Scenario("redis-misconf", redis_faults.failed_persistence,
+             redis_faults.misconf_refusals_named,
+             redis_options=(*SHIPPED, "--enable-protected-configs", "yes")),
+    Scenario("undecodable", redis_faults.undecodable_entries,
+             redis_faults.each_undecodable_dead_once),
+    Scenario("future-id", redis_faults.future_id, redis_faults.pinned_ids_seen),
+    Scenario("second-group", redis_faults.second_group,
+             redis_faults.other_group_reported),
 ]  # fmt: skip
 CONTROLS = [
     Scenario("control-ack-first", ack_first, verdicts.loss_within_acked_batches,

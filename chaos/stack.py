@@ -29,15 +29,18 @@ def record_dir(workdir: Path) -> Path:
     return workdir / "runs"
 
 
-def chaos_stack(workdir: Path, scenario: "Scenario") -> Stack:
+def chaos_stack(
+    workdir: Path, scenario: "Scenario", redis_options: tuple[str, ...] = ()
+) -> Stack:
+    """Redis and the dispatcher; the scenario's network starts the consumers."""
     record_dir(workdir).mkdir(parents=True, exist_ok=True)
     env = {**CONSUMER_ENV, "CHAOS_RECORD_DIR": str(record_dir(workdir))}
     return Stack(
         workdir,
-        consumers=scenario.consumers,
+        consumers=0,
         consumer_env={**env, **scenario.consumer_env},
         dispatcher_env={"GROUP": GROUP, **scenario.dispatcher_env},
         consumer_module=scenario.consumer_module,
-        redis_options=scenario.redis_options,
+        redis_options=(*scenario.redis_options, *redis_options),
         supervise=True,
     )

@@ -44,3 +44,22 @@ def crash(token: str) -> None:
     """Kills its own process, as a segfault or the OOM killer would."""
     record_run(token)
     os._exit(17)
+
+
+def _sum_rate() -> float:
+    """Integers `sum(range(n))` adds a second here, in one C call that keeps the GIL."""
+    started = time.perf_counter()
+    sum(range(200_000))
+    return 200_000 / max(time.perf_counter() - started, 1e-6)
+
+
+SUM_RATE = _sum_rate()
+
+
+@task(name="chaos.gil")
+def gil(token: str, seconds: float = 0.0) -> str:
+    """Healthy work that holds the GIL for `seconds` (no thread of its consumer runs
+    meanwhile, its heartbeat included), then records its run."""
+    sum(range(int(SUM_RATE * seconds)))
+    record_run(token)
+    return token

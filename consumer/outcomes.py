@@ -81,13 +81,15 @@ class Outcomes:
         """Store the results and XACK their entries in one MULTI/EXEC."""
         if not done:
             return
-        taken = self.ownership.taken_over(m.entry_id for m, _ in done)
-        try:
-            acked = store_and_ack(self.client, self.settings, done)
-        except redis.ResponseError as error:
-            if reason(error) != "oom":
-                raise
-            acked = self._ack_without_results(done)
+        ids = [m.entry_id for m, _ in done]
+        taken = self.ownership.taken_over(ids)
+        with self.ownership.finishing(ids):
+            try:
+                acked = store_and_ack(self.client, self.settings, done)
+            except redis.ResponseError as error:
+                if reason(error) != "oom":
+                    raise
+                acked = self._ack_without_results(done)
         # Late: taken over by another consumer meanwhile, or even acknowledged by it
         # already. Harmless: the work is done; it may have run twice, nothing is lost.
         late = max(len(taken), len(done) - acked)

@@ -7,10 +7,11 @@ one was frozen: SIGSTOP, a long GC pause, a partition) is marked lost and skippe
 worker loop and the heartbeat thread share this record, guarded by a lock.
 """
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from redis.commands.core import Script
 from redis.typing import EncodableT
@@ -82,6 +83,15 @@ class Ownership:
         with self._lock:
             self._started[entry_id] = now
         self.beacon.task(entry_id, now)
+
+    @contextlib.contextmanager
+    def finishing(self, entry_ids: list[str]) -> Iterator[None]:
+        """Around an ack or a dead-letter of held entries: no renewal runs meanwhile
+        (it would find them gone from the pending list and take them for stolen), and
+        they are let go at once after."""
+        with self._renewing:
+            yield
+            self.let_go(entry_ids)
 
     def let_go(self, entry_ids: Iterable[str]) -> None:
         """Done with these (acked, failed, dead-lettered): no more renewals."""

@@ -84,13 +84,18 @@ class Service:
     our own stdout)."""
 
     def __init__(
-        self, module: str, env: dict[str, str], log_path: Path | None = None
+        self,
+        module: str,
+        env: dict[str, str],
+        log_path: Path | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
+        """`prefix` runs it through another command (`ip netns exec NAME`)."""
         self.module = module
         self.log_path = log_path
         self._log = log_path.open("ab") if log_path else None
         self.process = spawn(
-            [sys.executable, "-m", module],
+            [*prefix, sys.executable, "-m", module],
             {**os.environ, "PYTHONUNBUFFERED": "1", **env},
             self._log,
         )

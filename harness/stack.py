@@ -50,6 +50,7 @@ class Stack:
         self.dispatcher: Service | None = None
         self.retired: set[str] = set()
         self.restarts = 0
+        self._how: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._supervisor = (
@@ -88,12 +89,18 @@ class Stack:
         wait_for(lambda: http_ok(f"{self.base_url}/healthz"), timeout_s=timeout_s)
         return self.dispatcher
 
-    def start_consumer(self, name: str, **env: str) -> Service:
-        settings = {"METRICS_PORT": "0", **self.consumer_env, **env}
-        settings |= {"REDIS_URL": self.url, "CONSUMER_NAME": name}
-        service = Service(self.consumer_module, settings, self._log(name))
+    def start_consumer(
+        self, name: str, prefix: tuple[str, ...] = (), **env: str
+    ) -> Service:
+        """A consumer named `name`; `env` adds to (or overrides, REDIS_URL included)
+        the stack's consumer settings; `prefix` wraps the command. The supervisor
+        restarts it the same way."""
+        settings = {"METRICS_PORT": "0", "REDIS_URL": self.url, **self.consumer_env}
+        settings |= {**env, "CONSUMER_NAME": name}
+        service = Service(self.consumer_module, settings, self._log(name), prefix)
         with self._lock:
             self.consumers[name] = service
+            self._how[name] = (prefix, env)
         return service
 
     def retire(self, name: str) -> Service:
@@ -160,5 +167,6 @@ class Stack:
             for name, service in self.live_consumers().items():
                 if not service.alive():
                     service.stop(show_log=False)
-                    self.start_consumer(name)
+                    prefix, env = self._how[name]
+                    self.start_consumer(name, prefix, **env)
                     self.restarts += 1
