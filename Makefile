@@ -11,9 +11,9 @@ IMAGE_TAG ?= dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CODE := pipeline_core dispatcher consumer cli harness chaos bench tests scripts
 
-.PHONY: setup redis-server prometheus run test lint fmt chaos bench images lock clean
+.PHONY: setup redis-server prometheus chromium run test lint fmt chaos bench screenshot images lock clean
 
-setup: $(STAMP) $(TOOLS_STAMP) redis-server prometheus
+setup: $(STAMP) $(TOOLS_STAMP) redis-server prometheus chromium
 
 # A venv with the project (editable) and its pinned dependencies; quick when nothing changed.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -40,6 +40,13 @@ prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  echo "prometheus not found: installing Debian's prometheus"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
+
+# The console's browser tests (and `make screenshot`) drive Debian's Chromium through
+# Playwright: `playwright install` cannot download its own browser builds here.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "chromium not found: installing Debian's chromium"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
 run: setup
 	$(PY) -m harness
