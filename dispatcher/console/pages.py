@@ -69,12 +69,12 @@ def _install_group_pages(
 
     @console.get("/pending")
     def pending() -> str:
+        consumer, after = request.args.get("consumer") or None, cursor("after")
         state = read_group_state(client, queue)
-        consumer = request.args.get("consumer") or None
         page = None
         if state.group_exists:
             page = data.pending_page(
-                client, queue, consumer, cursor("after"), settings.claim_idle_ms
+                client, queue, consumer, after, settings.claim_idle_ms
             )
         return render(
             "pending", active="pending", state=state, page=page, consumer=consumer,
