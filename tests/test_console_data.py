@@ -93,15 +93,22 @@ def test_dead_page_filter_stops_at_its_budget_and_continues_from_there(
     assert len(ids) == 300
 
 
-def test_matching_letters_are_oldest_first_and_capped_per_action(
+def test_matching_letters_are_oldest_first_and_go_on_from_where_they_stopped(
     r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(data, "ACTION_LIMIT", 40)
+    monkeypatch.setattr(data, "ACTION_SCAN_BUDGET", 60)
     ids = dead_letters(r, 100)
-    chosen, complete = data.matching_letters(r, QUEUE, DeadFilter(task="demo"))
-    assert [c["dead_id"] for c in chosen] == ids[0:80:2] and not complete
-    chosen, complete = data.matching_letters(r, QUEUE, DeadFilter(error="boom 9"))
-    assert [c["dead_id"] for c in chosen] == [ids[9], *ids[90:100]] and complete
+    # "demo" is every other letter: 30 in the 60 examined, then 20 in the rest
+    first = data.matching_letters(r, QUEUE, DeadFilter(task="demo"))
+    assert [c["dead_id"] for c in first.letters] == ids[0:60:2]
+    assert first.next_after == ids[59]
+    rest = data.matching_letters(r, QUEUE, DeadFilter(task="demo"), first.next_after)
+    assert [c["dead_id"] for c in rest.letters] == ids[60:100:2]
+    assert rest.next_after is None
+    # every letter matches: the action limit (40) stops it before the budget
+    capped = data.matching_letters(r, QUEUE, DeadFilter(error="BOOM"))
+    assert len(capped.letters) == 40 and capped.next_after == ids[39]
 
 
 def test_stats_one_sample_per_interval_whoever_asks(r: redis.Redis) -> None:

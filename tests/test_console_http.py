@@ -13,6 +13,7 @@ from redis.typing import EncodableT, FieldT
 from werkzeug.test import TestResponse
 
 from dispatcher.app import create_app
+from dispatcher.console import data
 from dispatcher.console.auth import SIGN_IN_ATTEMPTS, fingerprint
 from dispatcher.settings import Settings, from_env
 from pipeline_core.env import SettingsError
@@ -279,3 +280,30 @@ def test_console_settings_come_from_the_environment_and_refuse_mixups(
         with pytest.raises(SettingsError, match=named) as refused:
             from_env({**plain, **bad})
         assert OPERATOR not in str(refused.value) and CLIENT not in str(refused.value)
+
+
+def test_console_replays_every_match_in_steps_that_go_on_where_they_stopped(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "ACTION_SCAN_BUDGET", 10)
+    http = console(r)
+    sign_in(http, OPERATOR)
+    ids = [dead_letter(r, "Needle" if n % 4 == 0 else "hay") for n in range(25)]
+    token = csrf(http.get("/ui/dead"))
+    form = {"csrf": token, "scope": "matching", "error": "needle"}
+    asked = http.post("/ui/dead/replay", data=form)
+    assert "Replay 3 dead letters?" in asked.text and ids[9] in asked.text
+    # each confirmed step examines 10 letters and replays the matches among them
+    done = http.post("/ui/dead/replay", data={**form, "confirmed": "1"})
+    page = http.get(done.headers["Location"])
+    assert "Replayed 3" in page.text and f'name="after" value="{ids[9]}"' in page.text
+    done = http.post(
+        "/ui/dead/replay", data={**form, "after": ids[9], "confirmed": "1"}
+    )
+    assert "Replayed 2" in http.get(done.headers["Location"]).text
+    done = http.post(
+        "/ui/dead/replay", data={**form, "after": ids[19], "confirmed": "1"}
+    )
+    last = http.get(done.headers["Location"])
+    assert "Replayed 2" in last.text and 'id="go-on"' not in last.text
+    assert r.xlen(STREAM) == 7 and r.xlen(DEAD) == 18

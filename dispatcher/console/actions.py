@@ -1,8 +1,8 @@
 """The console's actions: replay or purge dead letters, prune a consumer. Each is a
-POST carrying the session's CSRF token (checked in auth), from an operator; the first
-POST shows what would happen, the confirmed one does it, logs who did what to how
-many, and sends back to the list (POST-redirect-GET: a reload repeats nothing).
-The work itself is pipeline_core's, exactly as `pipeline` does it."""
+POST carrying the session's CSRF token (checked by signin.refusal), from an operator;
+the first POST shows what would happen, the confirmed one does it, logs who did what
+to how many, and sends back to the list (POST-redirect-GET: a reload repeats
+nothing). The work itself is pipeline_core's, exactly as `pipeline` does it."""
 
 import logging
 from typing import Any
@@ -36,31 +36,27 @@ def _install_dead_actions(
 
     @console.post("/dead/replay")
     def replay() -> Answer:
-        chosen, complete, back = _chosen_letters(client, settings)
+        chosen = _chosen_letters(client, settings)
         if not _confirmed():
-            return _confirm("replay", len(chosen), complete, back)
-        moved = dead_letters.replay(client, queue, chosen)
-        _log(
-            "replay", len(moved), chosen=len(chosen), **dead_filter(request.form).args()
-        )
+            return _confirm("replay", chosen)
+        moved = dead_letters.replay(client, queue, chosen.letters)
+        _log("replay", len(moved), len(chosen.letters))
         ids = ", ".join(m["entry_id"] for m in moved[:SHOWN_IDS])
         more = "" if len(moved) <= SHOWN_IDS else ", …"
         flash(
             f"Replayed {len(moved)} onto {queue.stream!r} as new entries: {ids}{more}."
         )
-        _say_what_is_left(len(chosen) - len(moved), complete)
-        return redirect(back, 303)
+        return _back("replay", chosen, len(chosen.letters) - len(moved))
 
     @console.post("/dead/purge")
     def purge() -> Answer:
-        chosen, complete, back = _chosen_letters(client, settings)
+        chosen = _chosen_letters(client, settings)
         if not _confirmed():
-            return _confirm("purge", len(chosen), complete, back)
-        removed = dead_letters.purge(client, queue, chosen)
-        _log("purge", removed, chosen=len(chosen), **dead_filter(request.form).args())
+            return _confirm("purge", chosen)
+        removed = dead_letters.purge(client, queue, chosen.letters)
+        _log("purge", removed, len(chosen.letters))
         flash(f"Purged {removed} dead letters for good.")
-        _say_what_is_left(len(chosen) - removed, complete)
-        return redirect(back, 303)
+        return _back("purge", chosen, len(chosen.letters) - removed)
 
 
 def _install_prune(console: Blueprint, settings: Settings, client: Client) -> None:
@@ -73,7 +69,7 @@ def _install_prune(console: Blueprint, settings: Settings, client: Client) -> No
             back = url_for("console.consumers_page")
             return render("confirm", action="prune", consumer=name, back=back)
         pruned = consumers.prune(client, settings.queue, [name], PRUNE_IDLE_MS)
-        _log("prune", len(pruned), consumer=name)
+        _log("prune", len(pruned), 1, consumer=name)
         if pruned:
             flash(f"Pruned consumer {name!r}.")
         else:
@@ -81,46 +77,51 @@ def _install_prune(console: Blueprint, settings: Settings, client: Client) -> No
         return redirect(url_for("console.consumers_page"), 303)
 
 
-def _chosen_letters(
-    client: Client, settings: Settings
-) -> tuple[list[dict[str, Any]], bool, str]:
-    """The dead letters a form names: by ID (checked boxes, one letter's page), or
-    every letter matching its filter (scope=matching; no filter: all). Also whether
-    that is all of them, and where to go back to."""
-    wanted = dead_filter(request.form)
-    back = url_for("console.dead", **wanted.args())
+def _chosen_letters(client: Client, settings: Settings) -> data.Chosen:
+    """The dead letters a form names: by ID (ticked boxes, one letter's page), or
+    every letter matching its filter (scope=matching; no filter: all), from its
+    cursor `after` on."""
     ids = [i for i in request.form.getlist("ids") if ENTRY_ID.fullmatch(i)]
     if ids:
         # replay and purge skip letters gone meanwhile: nothing to read first
-        return [{"dead_id": i} for i in ids[: data.ACTION_LIMIT]], True, back
+        return data.Chosen([{"dead_id": i} for i in ids[: data.ACTION_LIMIT]])
     if request.form.get("scope") != "matching":
         abort(400, "Say which dead letters: tick some, or act on every match.")
-    chosen, complete = data.matching_letters(client, settings.queue, wanted)
-    return chosen, complete, back
+    after = request.form.get("after") or None
+    if after is not None and not ENTRY_ID.fullmatch(after):
+        abort(400, "after must be an entry ID")
+    wanted = dead_filter(request.form)
+    return data.matching_letters(client, settings.queue, wanted, after)
 
 
 def _confirmed() -> bool:
     return request.form.get("confirmed") == "1"
 
 
-def _confirm(action: str, count: int, complete: bool, back: str) -> str:
+def _confirm(action: str, chosen: data.Chosen) -> str:
     """The confirmation step: the same form again, with confirmed=1."""
+    wanted = dead_filter(request.form)
     return render(
-        "confirm", action=action, count=count, complete=complete, back=back,
-        wanted=dead_filter(request.form), ids=request.form.getlist("ids"),
-        limit=data.ACTION_LIMIT,
+        "confirm", action=action, chosen=chosen, wanted=wanted,
+        ids=request.form.getlist("ids"), after=request.form.get("after"),
+        back=url_for("console.dead", **wanted.args()),
+        limit=data.ACTION_LIMIT, budget=data.ACTION_SCAN_BUDGET,
     )  # fmt: skip
 
 
-def _say_what_is_left(gone: int, complete: bool) -> None:
+def _back(action: str, chosen: data.Chosen, gone: int) -> BaseResponse:
+    """To the list, offering to go on where this action stopped."""
     if gone > 0:
         flash(f"{gone} were gone already (replayed or purged meanwhile).")
-    if not complete:
-        flash(f"More match than {data.ACTION_LIMIT:,}: repeat to go on.")
+    wanted = dead_filter(request.form).args()
+    if chosen.next_after is not None:
+        flash(f"Stopped after {chosen.next_after}: more may match beyond it.")
+        wanted |= {"go_on": chosen.next_after, "go_on_action": action}
+    return redirect(url_for("console.dead", **wanted), 303)
 
 
-def _log(action: str, count: int, **facts: Any) -> None:
+def _log(action: str, count: int, chosen: int, **facts: Any) -> None:
+    facts |= dead_filter(request.form).args() | {"chosen": chosen}
     who = g.console_user.who
-    log.info(
-        "console action", extra={"who": who, "action": action, "count": count, **facts}
-    )
+    extra = {"who": who, "action": action, "count": count, **facts}
+    log.info("console action", extra=extra)

@@ -16,9 +16,12 @@ PAGE_SIZE = 50
 # A filtered page examines at most this many dead letters, newest first; when the
 # budget runs out before the page is full, the page offers to continue from there.
 SCAN_BUDGET = 5_000
-# An action on "every match" takes at most this many dead letters per confirmation
-# (oldest first); what is left is there to act on again.
+# An action on "every match" takes at most ACTION_LIMIT dead letters, examining at
+# most ACTION_SCAN_BUDGET, oldest first, per confirmation (about a second each): a
+# request never outlives the server's timeout, whatever the stream's length. Where it
+# stopped is a cursor the next confirmation goes on from.
 ACTION_LIMIT = 10_000
+ACTION_SCAN_BUDGET = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +122,24 @@ def _filtered_page(
     return DeadPage(letters, last if spent else None, examined, spent)
 
 
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    letters: list[dict[str, Any]]  # {"dead_id": ...}, what replay and purge take
+    next_after: str | None = None  # where a repeat goes on; None: nothing left
+
+
 def matching_letters(
-    client: Client, queue: Queue, wanted: DeadFilter
-) -> tuple[list[dict[str, Any]], bool]:
-    """Up to ACTION_LIMIT dead letters matching, oldest first (the order they failed
-    in), and whether that was all of them."""
-    scan = dead_letters.scan(client, queue.dead_letter_stream)
-    matching = (
-        {"dead_id": dead_id}
-        for dead_id, fields in scan
-        if dead_letters.matches(fields, wanted.task, wanted.error)
-    )
-    chosen = list(itertools.islice(matching, ACTION_LIMIT + 1))
-    return chosen[:ACTION_LIMIT], len(chosen) <= ACTION_LIMIT
+    client: Client, queue: Queue, wanted: DeadFilter, after: str | None = None
+) -> Chosen:
+    """Dead letters matching, oldest first (the order they failed in), from just
+    past `after`, within ACTION_LIMIT and ACTION_SCAN_BUDGET."""
+    scan = dead_letters.scan(client, queue.dead_letter_stream, after=after)
+    letters: list[dict[str, Any]] = []
+    examined, last = 0, after
+    for dead_id, fields in itertools.islice(scan, ACTION_SCAN_BUDGET):
+        examined, last = examined + 1, dead_id
+        if dead_letters.matches(fields, wanted.task, wanted.error):
+            letters.append({"dead_id": dead_id})
+            if len(letters) == ACTION_LIMIT:
+                return Chosen(letters, dead_id)
+    return Chosen(letters, last if examined == ACTION_SCAN_BUDGET else None)

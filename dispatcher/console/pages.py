@@ -94,9 +94,11 @@ def _install_dead_pages(console: Blueprint, settings: Settings, client: Client) 
         wanted = dead_filter(request.args)
         page = data.dead_page(client, queue, wanted, cursor("after"))
         total = int(client.xlen(queue.dead_letter_stream))
+        go_on = request.args.get("go_on_action")  # where the last action stopped
         return render(
             "dead", active="dead", page=page, wanted=wanted, total=total,
-            budget=data.SCAN_BUDGET, limit=data.ACTION_LIMIT,
+            budget=data.SCAN_BUDGET, go_on_after=cursor("go_on"),
+            go_on=go_on if go_on in ("replay", "purge") else None,
         )  # fmt: skip
 
     @console.get("/dead/<dead_id>")
