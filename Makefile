@@ -62,6 +62,11 @@ chaos: setup
 bench: setup
 	$(PY) -m bench
 
+# README's picture of the console (docs/console.png): a private stack under load, then
+# Chromium photographs /ui/ (about two minutes: the chart needs history).
+screenshot: setup
+	$(PY) -m harness.screenshot
+
 # Both images, where a Docker engine runs (there is none on the development machines:
 # there, `make test` lints the Dockerfiles with hadolint instead).
 images:

@@ -6,9 +6,11 @@ import shutil
 from playwright.sync_api import Browser, Playwright
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (make setup installs it)
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]  # fmt: skip
+# No sandbox (it needs user namespaces, which containers often lack) and nothing that
+# talks to the internet on its own: updates, sync, background fetches, QUIC.
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
 def launch(playwright: Playwright) -> Browser:

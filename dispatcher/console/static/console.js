@@ -9,6 +9,8 @@
   const PAD = { left: 52, right: 14, top: 10, bottom: 22 };
   const RATES = [{ key: "dispatched" }, { key: "acked" }];
   const BACKLOG = [{ key: "backlog" }];
+  const MIN_SPAN_MS = 2 * 60000;
+  const TICKS_S = [30, 60, 120, 300];
 
   function element(name, attributes, text) {
     const node = document.createElementNS(NS, name);
@@ -55,11 +57,18 @@
       svg.append(element("text", { class: "axis", x: scale.left - 6, y: scale.y(value) + 4,
                                    "text-anchor": "end" }, format(value)));
     }
-    for (const minutes of [15, 10, 5, 0]) {
-      const label = minutes ? "-" + minutes + " min" : "now";
-      svg.append(element("text", { class: "axis", x: scale.x(data.now_ms - minutes * 60000),
+    const step = TICKS_S.find((seconds) => scale.span / 1000 / seconds <= 6);
+    for (let ago = 0; ago * 1000 <= scale.span; ago += step) {
+      const label = ago === 0 ? "now" : ago < 60 ? "-" + ago + " s" : "-" + ago / 60 + " min";
+      svg.append(element("text", { class: "axis", x: scale.x(data.now_ms - ago * 1000),
                                    y: scale.bottom + 16, "text-anchor": "middle" }, label));
     }
+  }
+
+  // The time axis spans the history there is: from 2 to 15 minutes.
+  function span(data) {
+    const first = data.points.length ? data.points[0].t : data.now_ms;
+    return Math.min(data.window_ms, Math.max(MIN_SPAN_MS, data.now_ms - first));
   }
 
   // One polyline per unbroken run of values: a gap (null) breaks the line.
@@ -89,11 +98,12 @@
     const top = highest(data.points, series);
     const height = box.height - PAD.top - PAD.bottom;
     const scale = {
-      start: data.now_ms - data.window_ms,
+      span: span(data),
+      start: data.now_ms - span(data),
       left: PAD.left,
       right: box.width - PAD.right,
       bottom: PAD.top + height,
-      x: (t) => PAD.left + ((t - scale.start) / data.window_ms) * (box.width - PAD.left - PAD.right),
+      x: (t) => PAD.left + ((t - scale.start) / scale.span) * (box.width - PAD.left - PAD.right),
       y: (v) => PAD.top + height - (v / top) * height,
     };
     svg.replaceChildren();
