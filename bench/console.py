@@ -72,7 +72,8 @@ def pages(client: redis.Redis) -> list[tuple[str, str]]:
     first, last = info["first-entry"][0], info["last-entry"][0]
     middle_ms = (entry_ms(first) + entry_ms(last)) // 2
     [(middle_dead, _)] = stream_entries(client.xrange(DEAD, min=middle_ms, count=1))
-    assert isinstance(middle_pending, str) and isinstance(last, str)
+    if not isinstance(middle_pending, str) or not isinstance(last, str):
+        raise TypeError("expected decoded entry IDs")
     return [
         ("Overview", "/ui/"),
         ("Throughput chart (JSON)", "/ui/api/throughput"),
