@@ -41,11 +41,7 @@ def _install_dead_actions(
             return _confirm("replay", chosen)
         moved = dead_letters.replay(client, queue, chosen.letters)
         _log("replay", len(moved), len(chosen.letters))
-        ids = ", ".join(m["entry_id"] for m in moved[:SHOWN_IDS])
-        more = "" if len(moved) <= SHOWN_IDS else ", …"
-        flash(
-            f"Replayed {len(moved)} onto {queue.stream!r} as new entries: {ids}{more}."
-        )
+        flash(_replayed(moved, queue.stream))
         return _back("replay", chosen, len(chosen.letters) - len(moved))
 
     @console.post("/dead/purge")
@@ -118,6 +114,12 @@ def _back(action: str, chosen: data.Chosen, gone: int) -> BaseResponse:
         flash(f"Stopped after {chosen.next_after}: more may match beyond it.")
         wanted |= {"go_on": chosen.next_after, "go_on_action": action}
     return redirect(url_for("console.dead", **wanted), 303)
+
+
+def _replayed(moved: list[dict[str, str]], stream: str) -> str:
+    shown = ", ".join(m["entry_id"] for m in moved[:SHOWN_IDS])
+    more = ", …" if moved[SHOWN_IDS:] else ""
+    return f"Replayed {len(moved)} onto {stream!r} as new entries: {shown}{more}."
 
 
 def _log(action: str, count: int, chosen: int, **facts: Any) -> None:

@@ -43,6 +43,7 @@ def dead_filter(fields: Mapping[str, str]) -> data.DeadFilter:
 
 def install(console: Blueprint, settings: Settings, client: Client) -> None:
     _install_group_pages(console, settings, client)
+    _install_pending_page(console, settings, client)
     _install_dead_pages(console, settings, client)
     _install_error_pages(console)
 
@@ -67,23 +68,27 @@ def _install_group_pages(
             prune_idle_s=PRUNE_IDLE_MS / 1000,
         )  # fmt: skip
 
+    @console.get("/api/throughput")
+    def throughput() -> dict[str, object]:
+        return stats.throughput(client, queue, int(time.time() * 1000))
+
+
+def _install_pending_page(
+    console: Blueprint, settings: Settings, client: Client
+) -> None:
     @console.get("/pending")
     def pending() -> str:
         consumer, after = request.args.get("consumer") or None, cursor("after")
-        state = read_group_state(client, queue)
+        state = read_group_state(client, settings.queue)
         page = None
         if state.group_exists:
             page = data.pending_page(
-                client, queue, consumer, after, settings.claim_idle_ms
+                client, settings.queue, consumer, after, settings.claim_idle_ms
             )
         return render(
             "pending", active="pending", state=state, page=page, consumer=consumer,
             claim_idle_ms=settings.claim_idle_ms,
         )  # fmt: skip
-
-    @console.get("/api/throughput")
-    def throughput() -> dict[str, object]:
-        return stats.throughput(client, queue, int(time.time() * 1000))
 
 
 def _install_dead_pages(console: Blueprint, settings: Settings, client: Client) -> None:
