@@ -10,6 +10,8 @@ from redis.typing import EncodableT, FieldT
 
 from dispatcher.console import data, stats
 from dispatcher.console.data import DeadFilter
+from harness.processes import free_port
+from pipeline_core.connection import NO_RETRY
 from tests.factories import (
     DEAD,
     GROUP,
@@ -157,7 +159,7 @@ def test_stats_sampler_keeps_going_through_redis_errors_and_stops_on_request(
     r: redis.Redis,
 ) -> None:
     add_entry(r, "demo")
-    nowhere = redis.Redis(port=1, socket_connect_timeout=0.1)
+    nowhere = redis.Redis(port=free_port(), socket_connect_timeout=0.1, retry=NO_RETRY)
     stopping = threading.Event()
     stopping.set()  # one round, then stop
     stats.Sampler(nowhere, QUEUE, stopping).run()  # logs, does not raise
