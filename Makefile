@@ -15,9 +15,9 @@ BASE_IMAGE ?= auto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CODE := pipeline_core dispatcher consumer cli harness chaos bench tests scripts
 
-.PHONY: setup redis-server prometheus podman kubectl run test lint fmt chaos bench images lock clean
+.PHONY: setup redis-server prometheus podman kubectl chromium run test lint fmt chaos bench screenshot images lock clean
 
-setup: $(STAMP) $(TOOLS_STAMP) redis-server prometheus podman kubectl
+setup: $(STAMP) $(TOOLS_STAMP) redis-server prometheus podman kubectl chromium
 
 # A venv with the project (editable) and its pinned dependencies; quick when nothing changed.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -60,6 +60,13 @@ kubectl:
 	  echo "kubectl not found: installing Debian's kubernetes-client"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends kubernetes-client; }
 
+# The console's browser tests (and `make screenshot`) drive Debian's Chromium through
+# Playwright: `playwright install` cannot download its own browser builds here.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "chromium not found: installing Debian's chromium"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+
 run: setup
 	$(PY) -m harness
 
@@ -74,6 +81,11 @@ chaos: setup
 # sizes and start times: one table.
 bench: images
 	$(PY) -m bench --images-tag $(IMAGE_TAG) $(if $(ENGINE),--engine $(ENGINE))
+
+# README's picture of the console (docs/console.png): a private stack under load, then
+# Chromium photographs /ui/ (about two minutes: the chart needs history).
+screenshot: setup
+	$(PY) -m harness.screenshot
 
 # Both images (Docker, else podman), then their sizes and times from run to ready.
 images: setup

@@ -1,7 +1,8 @@
 """`python -m bench [--quick] [--repeat N]`: one table of the pipeline against the raw
 redis-py limit on the same Redis, all measured in this run, and the built images' sizes
 and start times. Ratios are what count: the machine is noisy, so each figure is the
-median of N runs, with the spread beside it."""
+median of N runs, with the spread beside it. Then the console's page times
+(bench/console.py)."""
 
 import argparse
 import functools
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from bench import measure, raw
+from bench import console, measure, raw
 from harness.processes import Service, free_port, http_ok, wait_for
 from harness.redis_server import RedisServer
 from scripts import images
@@ -212,6 +213,7 @@ def main() -> int:
     size = QUICK if args.quick else FULL
     repeat = args.repeat or size.repeat
     results = Results()
+    console_size = 20_000 if args.quick else 1_000_000  # pending and dead letters
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         for number in range(repeat):
             print(
@@ -220,7 +222,8 @@ def main() -> int:
             )
             run_once(size, Path(workdir) / str(number), results)
             measure_images(engine, args.images_tag, results)
-    print("\n".join(table(results)))
+        print("\n".join(table(results)), flush=True)
+        print("\n".join(console.run(console_size, Path(workdir) / "console")))
     return 0
 
 

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from dispatcher.auth import PROTECTED, authorized
 from dispatcher.capacity import Capacity
+from dispatcher.console import install_console
 from dispatcher.errors import InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.publisher import (
@@ -50,6 +51,7 @@ def create_app(
     _install_reads(app, settings, client, served or registry)
     _install_redis_error_handlers(app, metrics)
     _install_http_error_handlers(app, metrics)
+    install_console(app, settings, client)  # /ui/, when it may be on
     return app
 
 

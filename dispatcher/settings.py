@@ -9,6 +9,7 @@ from pipeline_core.env import (
     flag,
     log_level,
     number,
+    secret,
     secret_lines,
     text,
 )
@@ -16,6 +17,7 @@ from pipeline_core.keys import Queue, queue_from_env
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MIN_TOKEN_LENGTH = 16
+MIN_SECRET_KEY_LENGTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,14 @@ class Settings:
     # Stream-state reads at scrape time give up after this; they never fail a scrape.
     state_timeout_s: float = 0.5
     log_level: str = "INFO"
+    # The console (/ui/, dispatcher/console): operators may act, viewers only look.
+    # Its session cookie is signed with the secret key; without one it is off, except
+    # on loopback (a random key per process). See docs/console.md.
+    operator_tokens: tuple[str, ...] = ()
+    viewer_tokens: tuple[str, ...] = ()
+    console_secret_key: str | None = None
+    # The consumers' CLAIM_IDLE_MS: the console marks pending entries past it claimable.
+    claim_idle_ms: int = 30_000
 
 
 def from_env(env: Mapping[str, str]) -> Settings:
@@ -77,8 +87,13 @@ def from_env(env: Mapping[str, str]) -> Settings:
         ),
         state_timeout_s=number(env, "STATE_TIMEOUT_S", float, d.state_timeout_s, 0.01),
         log_level=log_level(env, d.log_level),
+        operator_tokens=_tokens(env, "OPERATOR_TOKENS"),
+        viewer_tokens=_tokens(env, "VIEWER_TOKENS"),
+        console_secret_key=_secret_key(env),
+        claim_idle_ms=number(env, "CLAIM_IDLE_MS", int, d.claim_idle_ms, 1),
     )
     _check_access(settings)
+    _check_console_tokens(settings)
     return settings
 
 
@@ -99,15 +114,39 @@ def _check_access(settings: Settings) -> None:
         )
 
 
-def _tokens(env: Mapping[str, str]) -> tuple[str, ...]:
-    """DISPATCH_TOKENS (comma-separated) or DISPATCH_TOKENS_FILE (one a line)."""
-    tokens = secret_lines(env, "DISPATCH_TOKENS")
+def _tokens(env: Mapping[str, str], name: str = "DISPATCH_TOKENS") -> tuple[str, ...]:
+    """NAME (comma-separated) or NAME_FILE (one a line)."""
+    tokens = secret_lines(env, name)
     if any(len(token) < MIN_TOKEN_LENGTH for token in tokens):
         # Never print a token, not even a weak one.
-        name = (
-            "DISPATCH_TOKENS_FILE"
-            if env.get("DISPATCH_TOKENS_FILE")
-            else "DISPATCH_TOKENS"
+        shown = f"{name}_FILE" if env.get(f"{name}_FILE") else name
+        raise SettingsError(
+            f"{shown}: every token needs {MIN_TOKEN_LENGTH}+ characters"
         )
-        raise SettingsError(f"{name}: every token needs {MIN_TOKEN_LENGTH}+ characters")
     return tuple(tokens)
+
+
+def _secret_key(env: Mapping[str, str]) -> str | None:
+    key = secret(env, "CONSOLE_SECRET_KEY")
+    if key is not None and len(key) < MIN_SECRET_KEY_LENGTH:
+        raise SettingsError(
+            f"CONSOLE_SECRET_KEY(_FILE) needs {MIN_SECRET_KEY_LENGTH}+ characters"
+        )
+    return key
+
+
+def _check_console_tokens(settings: Settings) -> None:
+    """A token opens one door: a client's token never opens the console, and a
+    person is an operator or a viewer, not both."""
+    lists = {
+        "DISPATCH_TOKENS": settings.tokens,
+        "OPERATOR_TOKENS": settings.operator_tokens,
+        "VIEWER_TOKENS": settings.viewer_tokens,
+    }
+    seen: dict[str, str] = {}
+    for name, tokens in lists.items():
+        for token in tokens:
+            if seen.setdefault(token, name) != name:
+                raise SettingsError(
+                    f"a token is in both {seen[token]} and {name}: give each its own"
+                )

@@ -10,6 +10,7 @@ from flask import Flask
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
 from dispatcher.app import create_app
+from dispatcher.console import start_sampler
 from dispatcher.settings import Settings, from_env
 from dispatcher.stream_state import StreamStateCollector
 from pipeline_core.connection import NO_RETRY, Client, connect
@@ -48,6 +49,9 @@ def create() -> Flask:
         multiprocess.MultiProcessCollector(served)
         served.register(state)
         client = connect_dispatcher(settings)
+        start_sampler(settings, client)  # the console chart's history, in Redis
         return create_app(settings, client, CollectorRegistry(), served)
     REGISTRY.register(state)
-    return create_app(settings, connect_dispatcher(settings), REGISTRY)
+    client = connect_dispatcher(settings)
+    start_sampler(settings, client)
+    return create_app(settings, client, REGISTRY)

@@ -102,6 +102,7 @@ class LocalRun:
   Redis        {stack.url}   ({cli})
   Dispatcher   {stack.base_url}   (metrics: {stack.base_url}/metrics)
                WITHOUT authentication (DISPATCH_ALLOW_ANONYMOUS=1), on loopback only
+  Console      http://127.0.0.1:{stack.port}/ui/   (operator, no sign-in on loopback)
   Consumers    {len(self.metrics_ports)} processes   (metrics: {metrics})
   Prometheus   {prometheus}
 

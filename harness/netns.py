@@ -4,11 +4,20 @@ listen on `host_ip` to be reached from it. `cut()` takes the link down (packets 
 dropped, connections hang as in a real partition); `heal()` brings it back."""
 
 import os
+import shutil
 import subprocess
 
 
+def ip_command() -> str:
+    """iproute2's `ip`, by its full path."""
+    found = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin")
+    if not found:
+        raise FileNotFoundError("`ip` (iproute2) is not installed")
+    return found
+
+
 def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+    subprocess.run([ip_command(), *args], check=True, capture_output=True, timeout=10)
 
 
 class Namespace:
@@ -41,7 +50,7 @@ class Namespace:
         return self
 
     def prefix(self) -> tuple[str, ...]:
-        return ("ip", "netns", "exec", self.name)
+        return (ip_command(), "netns", "exec", self.name)
 
     def cut(self) -> None:
         ip("link", "set", self.host_link, "down")
@@ -50,8 +59,9 @@ class Namespace:
         ip("link", "set", self.host_link, "up")
 
     def delete(self) -> None:
-        subprocess.run(["ip", "link", "del", self.host_link], capture_output=True)
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        ip_path = ip_command()
+        subprocess.run([ip_path, "link", "del", self.host_link], capture_output=True)
+        subprocess.run([ip_path, "netns", "del", self.name], capture_output=True)
 
     def _inside(self, *args: str) -> None:
         ip("netns", "exec", self.name, "ip", *args)

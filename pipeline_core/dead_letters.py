@@ -38,10 +38,11 @@ class NoSuchDeadLetterError(LookupError):
 
 
 def scan(
-    client: Client, stream: str, newest_first: bool = False
+    client: Client, stream: str, newest_first: bool = False, after: str | None = None
 ) -> Iterator[tuple[str, dict[str, str]]]:
-    """Every entry of a stream, a page at a time (oldest first, or newest first)."""
-    low, high = "-", "+"
+    """Every entry of a stream, a page at a time (oldest first, or newest first),
+    starting just past the entry ID `after` when given (a cursor)."""
+    low, high = ("-", "+") if after is None else (f"({after}", f"({after}")
     while True:
         if newest_first:
             page = stream_entries(

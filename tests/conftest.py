@@ -2,6 +2,7 @@
 database per test, and helpers to poll for a condition with a deadline."""
 
 import contextlib
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -26,6 +27,16 @@ def require_tool(tool: str, package: str) -> str:
     if path:
         return path
     message = f"{tool} is not on PATH (make setup installs Debian's {package} with apt)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_module(module: str, package: str) -> None:
+    """Like require_tool, for a Python package of the dev extra (make setup)."""
+    if importlib.util.find_spec(module) is not None:
+        return
+    message = f"{module} is not installed (make setup installs {package} from PyPI)"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

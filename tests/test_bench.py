@@ -22,5 +22,6 @@ def test_bench_quick_mode_prints_the_whole_table() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     for row in ("Raw limit: XADD", "Dispatch: one POST", "Drain: 2 python -m consumer",
                 "Latency dispatch->start", "primes: speed-up", "Peak RSS: consumer",
-                "Redis used_memory", "Image"):  # fmt: skip
+                "Redis used_memory", "Image", "Console: Overview",
+                "Console: Dead letters, rare text"):  # fmt: skip
         assert row in done.stdout

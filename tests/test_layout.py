@@ -34,7 +34,8 @@ def imported_packages(path: Path) -> set[str]:
 
 
 def modules(package: str) -> list[Path]:
-    return sorted((ROOT / package).glob("*.py"))
+    """Every module of the package, its sub-packages' too (dispatcher/console/)."""
+    return sorted((ROOT / package).rglob("*.py"))
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))

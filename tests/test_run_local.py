@@ -49,6 +49,7 @@ def test_run_local_serves_the_seed_request_and_stops_cleanly_on_ctrl_c(
     print(output[-5000:])
     assert "curl -X POST http://localhost:" in output
     assert "XPENDING tasks workers" in output
+    assert f"Console      http://127.0.0.1:{port}/ui/" in output
     assert (tmp_path / ".run" / "redis" / "appendonlydir").is_dir()
 
 
@@ -68,6 +69,8 @@ def drive(
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 202
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/", timeout=10) as page:
+        assert "anonymous (loopback)" in page.read().decode()  # no sign-in, loopback
     with redis.Redis(port=redis_port, decode_responses=True) as client:
         eventually(lambda: drained(client, 10), 20)
         assert client.config_get("appendonly") == {"appendonly": "yes"}

@@ -1,10 +1,13 @@
 """Security against real processes: Redis users of k8s/base/redis-acl (least privilege,
 checked with ACL DRYRUN and live), bearer tokens, no secret in any output, and TLS."""
 
+import http.cookiejar
 import json
+import re
 import socket
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +42,26 @@ MATRIX = [
     ("dispatcher", "HGET tasks:results:1 1-0", False),  # the old, untagged names
     ("consumer", "HSET tasks:results:1 1-0 x", False),
     ("dispatcher", "FLUSHALL", False),
+    # the console's additions: its reads, its throughput history, operators' actions
+    ("dispatcher", "XREVRANGE {tasks}:dead + - COUNT 50", True),
+    ("dispatcher", "XADD {tasks}:stats MAXLEN ~ 200 * dispatched 1", True),
+    ("dispatcher", "XREVRANGE {tasks}:stats + 0 COUNT 200", True),
+    ("dispatcher", "SET {tasks}:stats:lock 1 NX PX 4500", True),
+    ("dispatcher", "SET tasks x", False),  # SET only on the lock: never over the stream
+    ("dispatcher", "SET {tasks}:dead x", False),
+    ("dispatcher", "XDEL {tasks}:dead 1-0", True),  # purge, and replay's script
+    ("dispatcher", "XDEL tasks 1-0", False),
+    ("dispatcher", "EVALSHA 0123 2 tasks {tasks}:dead 1-0 source_id", True),  # replay
+    ("dispatcher", "EVALSHA 0123 1 tasks workers c 3600000", True),  # safe prune
+    ("dispatcher", "EVALSHA 0123 1 {tasks}:results:1", False),
+    ("dispatcher", "EVAL return 1 0", False),
+    ("dispatcher", "SCRIPT LOAD return", True),
+    ("dispatcher", "XGROUP DELCONSUMER tasks workers c", True),
+    ("dispatcher", "XGROUP DESTROY tasks workers", False),
+    ("dispatcher", "XGROUP SETID tasks workers 0", False),
+    ("dispatcher", "XTRIM {tasks}:dead MAXLEN 0", False),
+    ("dispatcher", "DEL {tasks}:dead", False),
+    ("dispatcher", "XAUTOCLAIM tasks workers c 0 0-0", False),
     ("consumer", "XREADGROUP GROUP workers c COUNT 1 STREAMS tasks >", True),
     ("consumer", "XACK tasks workers 1-0", True),
     ("consumer", "XAUTOCLAIM tasks workers c 1000 0-0 COUNT 10", True),
@@ -320,3 +343,68 @@ def test_both_services_talk_to_redis_over_tls_with_a_client_certificate(
         client.close()
         dispatcher.stop()
         consumer.stop()
+
+
+class Browserless:
+    """Just enough of a browser for the console: cookies, forms, CSRF tokens."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.base + path, timeout=10) as answer:
+            return str(answer.read().decode())
+
+    def post(self, path: str, form: dict[str, str], csrf_from: str) -> str:
+        token = re.search(r'name="csrf" value="([^"]+)"', self.get(csrf_from))
+        assert token, csrf_from
+        body = urllib.parse.urlencode({"csrf": token.group(1), **form}).encode()
+        with self.opener.open(self.base + path, body, timeout=10) as answer:
+            return str(answer.read().decode())
+
+
+def test_console_acts_with_the_dispatcher_users_rights_alone(
+    acl_redis: tuple[RedisServer, dict[str, str]], tmp_path: Path
+) -> None:
+    server, passwords = acl_redis
+    (tmp_path / "password").write_text(passwords["dispatcher"])
+    operator_token, key = "operator-" + "o" * 24, "k" * 40
+    with as_user(server, "admin", ADMIN) as admin:
+        for n in range(3):
+            admin.xadd("{tasks}:dead", {"task": "demo", "payload": "{}",
+                                        "error": f"boom {n}"})  # fmt: skip
+        admin.xgroup_create("tasks", "workers", "0", mkstream=True)
+        admin.xreadgroup("workers", "gone", {"tasks": ">"})  # a consumer, idle 0 s
+        port = free_port()
+        dispatcher = Service("dispatcher", {
+            "REDIS_URL": server.url, "PORT": str(port), "HOST": "127.0.0.1",
+            "REDIS_USERNAME": "dispatcher",
+            "REDIS_PASSWORD_FILE": str(tmp_path / "password"), "DISPATCH_TOKENS": TOKEN,
+            "OPERATOR_TOKENS": operator_token, "CONSOLE_SECRET_KEY": key,
+        }, tmp_path / "dispatcher.log")  # fmt: skip
+        try:
+            browser = Browserless(f"http://127.0.0.1:{port}")
+            eventually(lambda: http_ok(f"{browser.base}/healthz"), timeout_s=30)
+            browser.post("/ui/signin", {"token": operator_token}, "/ui/signin")
+            ids = [entry_id for entry_id, _ in admin.xrange("{tasks}:dead")]
+            done = {"confirmed": "1"}
+            page = browser.post("/ui/dead/replay", {"ids": ids[0], **done}, "/ui/dead")
+            assert "Replayed 1 onto" in page
+            page = browser.post("/ui/dead/purge", {"ids": ids[1], **done}, "/ui/dead")
+            assert "Purged 1 dead letters" in page
+            page = browser.post(
+                "/ui/consumers/prune", {"consumer": "gone", **done}, "/ui/consumers"
+            )
+            assert (
+                "Kept &#39;gone&#39;" in page
+            )  # the script ran; it was not idle an hour
+            assert admin.xlen("tasks") == 1 and admin.xlen("{tasks}:dead") == 1
+            eventually(lambda: admin.xlen("{tasks}:stats") >= 1, timeout_s=15)
+        finally:
+            dispatcher.stop()
+    log = dispatcher.log_text()
+    assert "console on" in log and "throughput sample failed" not in log
+    assert "NOPERM" not in log and operator_token not in log and key not in log
