@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from pipeline_core.wire import printable
+
 
 def as_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
@@ -28,12 +30,6 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
 
 
-def printable(value: object) -> str:
-    """Text fit for a terminal: bytes that were never UTF-8 (read as surrogate escapes)
-    shown as \\x.. escapes instead of failing the print."""
-    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def table(
     title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], console: Console
 ) -> None:
@@ -41,7 +37,9 @@ def table(
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*(Text("-" if cell is None else printable(cell)) for cell in row))
+        grid.add_row(
+            *(Text("-" if cell is None else printable(str(cell))) for cell in row)
+        )
     console.print(grid)
 
 

@@ -94,6 +94,12 @@ def as_sent(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
 
 
+def printable(value: str) -> str:
+    """Text fit for a terminal or a page: bytes that were never UTF-8 (read as
+    surrogate escapes) shown as backslash escapes instead of failing the output."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def replayed_fields(letter: Fields) -> Fields:
     """The entry a dead letter came from: its fields without DEAD_LETTER_FIELDS."""
     return {k: v for k, v in letter.items() if k not in DEAD_LETTER_FIELDS}

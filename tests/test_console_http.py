@@ -215,6 +215,21 @@ def test_console_shows_markup_in_payloads_and_errors_as_text(r: redis.Redis) -> 
     assert "&lt;img src=x onerror=alert(1)&gt;" in pages[2]
 
 
+def test_console_shows_undecodable_dead_letters_as_escapes(
+    r: redis.Redis, redis_url: str
+) -> None:
+    raw = redis.Redis.from_url(redis_url)  # another producer's bytes, not UTF-8
+    dead_id = raw.xadd(DEAD, {b"task": b"\xc3\x28", b"payload": b"\xff", b"x": b"y"})
+    raw.close()
+    http = console(r)
+    sign_in(http, OPERATOR)
+    assert isinstance(dead_id, bytes)
+    for path in ("/ui/dead", f"/ui/dead/{dead_id.decode()}", "/ui/"):
+        page = http.get(path)
+        assert page.status_code == 200, path
+    assert "\\udcc3(" in http.get("/ui/dead").text
+
+
 def test_console_prune_and_replay_ask_first_then_act(r: redis.Redis) -> None:
     http = console(r)
     sign_in(http, OPERATOR)

@@ -15,6 +15,7 @@ from dispatcher.console import actions, auth, pages, signin, views
 from dispatcher.console.stats import Sampler
 from dispatcher.settings import LOOPBACK, Settings
 from pipeline_core.connection import Client
+from pipeline_core.wire import printable
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ def install_console(app: Flask, settings: Settings, client: Client) -> bool:
     pages.install(console, settings, client)
     actions.install(console, settings, client)
     app.register_blueprint(console)
+    # Every string a page shows passes here: undecodable bytes from another producer
+    # become backslash escapes instead of failing the page's encoding.
+    app.jinja_env.finalize = lambda value: (
+        printable(value) if isinstance(value, str) else value
+    )
     app.after_request(_security_headers)  # app-wide: 404s under /ui/ get them too
     log.info("console on", extra=auth.who_may_sign_in(settings))
     return True
