@@ -20,6 +20,7 @@ class LatencyProxy:
         self.port = free_port()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._stop = threading.Event()
+        self._sockets: list[socket.socket] = []
 
     @property
     def url(self) -> str:
@@ -32,6 +33,8 @@ class LatencyProxy:
     def stop(self) -> None:
         self._stop.set()
         self._listener.close()
+        for connection in self._sockets:
+            connection.close()
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -40,6 +43,7 @@ class LatencyProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
                 self._pipe(source, sink)
 

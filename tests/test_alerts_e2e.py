@@ -9,6 +9,7 @@ real waiting work looks like to the gauges."""
 import json
 import re
 import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import redis
 import yaml
 
 from cli.__main__ import main as pipeline
-from harness.processes import ROOT
+from harness.processes import ROOT, free_port
 from harness.prometheus import start_prometheus
 from harness.redis_server import EPHEMERAL
 from harness.stack import Stack
@@ -63,27 +64,31 @@ class Watched:
                "MAX_DELIVERIES": "1", "TASK_MODULES": "tests.e2e_tasks",
                "RECONNECT_MAX_DELAY_S": "0.2", **consumer_env}  # fmt: skip
         self.stack = Stack(tmp, consumers=0, consumer_env=env, redis_options=EPHEMERAL)
+        self.process: subprocess.Popen[bytes] | None = None
+        try:
+            self._start(tmp, consumers)
+        except BaseException:
+            self.stop()
+            raise
+        if self.stack.redis is None:
+            raise TypeError("the stack starts its own Redis")
+        self.redis = self.stack.redis
+        self.client = self.redis.client()
+
+    def _start(self, tmp: Path, consumers: int) -> None:
         self.stack.start()
-        self.metrics_ports: list[str] = []
-        for number in range(consumers):
-            port = str(
-                self.stack.port + 1 + number
-            )  # near the dispatcher's, free enough
+        ports = [str(free_port()) for _ in range(consumers)]
+        for number, port in enumerate(ports):
             self.stack.start_consumer(f"c{number}", METRICS_PORT=port)
-            self.metrics_ports.append(port)
         targets = {
             "dispatcher": [f"127.0.0.1:{self.stack.port}"],
-            "consumer": [f"127.0.0.1:{p}" for p in self.metrics_ports],
+            "consumer": [f"127.0.0.1:{p}" for p in ports],
         }
         self.process, self.url = start_prometheus(
             tmp / "prometheus", targets, interval="1s", rules=scaled_rules(tmp)
         )
         # Counters must be scraped at zero first, or their first rise is not seen.
         eventually(lambda: self.targets_up() == 1 + consumers, timeout_s=30)
-        if self.stack.redis is None:
-            raise TypeError("the stack starts its own Redis")
-        self.redis = self.stack.redis
-        self.client = self.redis.client()
 
     def targets_up(self) -> int:
         query = f"{self.url}/api/v1/query?query=up"
@@ -92,9 +97,11 @@ class Watched:
         return sum(1 for sample in result if sample["value"][1] == "1")
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait()
-        self.client.close()
+        if self.process:
+            self.process.terminate()
+            self.process.wait()
+        if hasattr(self, "client"):
+            self.client.close()
         self.stack.stop()
 
 
