@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from pipeline_core.connection import Client
+from pipeline_core.connection import Client, queue_node
 from pipeline_core.keys import Queue
 from pipeline_core.wire import entry_ms, stream_entries
 
@@ -95,10 +95,11 @@ def read_group_state(client: Client, queue: Queue) -> GroupState:
         pipe.xinfo_stream(queue.stream)
         pipe.xinfo_groups(queue.stream)
         pipe.xlen(queue.dead_letter_stream)
-        pipe.time()
-        info, groups, dead, clock = pipe.execute(raise_on_error=False)
-    _raise_if_error(groups if not _no_such_key(groups) else None, dead, clock)
-    now_s = clock[0] + clock[1] / 1e6
+        info, groups, dead = pipe.execute(raise_on_error=False)
+    _raise_if_error(groups if not _no_such_key(groups) else None, dead)
+    # TIME names no key: a cluster pipeline refuses it, so it goes to the queue's node.
+    seconds, microseconds = queue_node(client, queue).time()
+    now_s = seconds + microseconds / 1e6
     state = GroupState(dead_letters=_int(dead), now_s=now_s)
     if _no_such_key(info):  # no stream: nothing dispatched yet
         return state

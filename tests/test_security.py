@@ -39,6 +39,7 @@ MATRIX = [
     ("dispatcher", "HSET {tasks}:results:1 1-0 x", False),
     ("dispatcher", "DEL tasks", False),
     ("dispatcher", "INFO cluster", True),
+    ("dispatcher", "TIME", True),
     ("dispatcher", "HGET tasks:results:1 1-0", False),  # the old, untagged names
     ("consumer", "HSET tasks:results:1 1-0 x", False),
     ("dispatcher", "FLUSHALL", False),
@@ -250,6 +251,9 @@ def test_services_work_end_to_end_with_their_own_users_and_leak_no_secret(
             with urllib.request.urlopen(url, timeout=5) as answer:
                 bodies.append(answer.read())
         assert b"dispatcher_unauthorized_requests_total 6.0" in bodies[-2]
+        # The stream state reads with the dispatcher's own user (no permission lacks).
+        assert b"pipeline_stream_state_up 1.0" in bodies[-2]
+        assert b"pipeline_memory_budget_bytes" in bodies[-2]
     finally:
         dispatcher.stop()
         consumer.stop()

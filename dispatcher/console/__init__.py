@@ -60,9 +60,7 @@ def install_console(app: Flask, settings: Settings, client: Client) -> bool:
     app.register_blueprint(console)
     # Every string a page shows passes here: undecodable bytes from another producer
     # become backslash escapes instead of failing the page's encoding.
-    app.jinja_env.finalize = lambda value: (
-        printable(value) if isinstance(value, str) else value
-    )
+    app.jinja_env.finalize = _printable
     app.after_request(_security_headers)  # app-wide: 404s under /ui/ get them too
     log.info("console on", extra=auth.who_may_sign_in(settings))
     return True
@@ -84,3 +82,8 @@ def _security_headers(response: Response) -> Response:
         if request.endpoint != "console.static":
             response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _printable(value: object) -> object:
+    """A string as printable text, of its own type: markup Jinja made stays markup."""
+    return type(value)(printable(value)) if isinstance(value, str) else value
