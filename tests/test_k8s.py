@@ -19,6 +19,7 @@ from dispatcher import settings as dispatcher_settings
 from dispatcher.app import create_app
 from dispatcher.settings import Settings as DispatcherSettings
 from harness.processes import ROOT
+from pipeline_core.memory import Memory
 from tests.conftest import require_tool
 from tests.k8s_manifests import (
     K8S,
@@ -369,3 +370,29 @@ def test_consumer_image_carries_the_pipeline_command() -> None:
     text = (ROOT / "consumer" / "Dockerfile").read_text()
     assert "COPY cli /app/cli" in text
     assert 'exec python -m cli "$@"' in text and "/opt/venv/bin/pipeline" in text
+
+
+def test_redis_memory_settings_and_the_queue_budget_agree() -> None:
+    """Redis's maxmemory fits its container with room for fork and buffers; the
+    dispatcher's budget (a share of maxmemory) leaves room under it for the acks,
+    results and dead letters of work already accepted."""
+    config = find(DOCS, "ConfigMap", "redis-config")["data"]["redis.conf"]
+    found = re.search(r"maxmemory (\d+)mb", config)
+    assert found and "maxmemory-policy noeviction" in config
+    maxmemory = int(found.group(1)) * 2**20
+    limit = container(DOCS, "StatefulSet", "redis")["resources"]["limits"]["memory"]
+    assert mebibytes(limit) * 2**20 >= 1.25 * maxmemory  # AOF rewrite and buffers
+    settings = dispatcher_settings.from_env(
+        {"DISPATCH_TOKENS": "t" * 16, **config_values()}
+    )
+    budget = Memory(0, maxmemory).budget_bytes(
+        settings.memory_budget_bytes, settings.memory_budget_ratio
+    )
+    assert 0 < budget <= 0.85 * maxmemory
+    assert maxmemory - budget >= 64 * 2**20  # headroom for what accepted work writes
+
+
+def mebibytes(quantity: str) -> int:
+    """A Kubernetes memory quantity in MiB (the Mi and Gi forms the manifests use)."""
+    units = {"Mi": 1, "Gi": 1024}
+    return int(quantity[:-2]) * units[quantity[-2:]]

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import redis
 
 from harness.processes import ROOT, free_port, http_ok
 from tests.conftest import eventually, require_redis_server
-from tests.factories import drained
+from tests.factories import call, drained
 
 
 @pytest.mark.timeout(90)
@@ -111,3 +112,43 @@ def targets_up(prometheus: str) -> int:
     ) as answer:
         result = json.loads(answer.read())["data"]["result"]
     return sum(1 for sample in result if sample["value"][1] == "1")
+
+
+@pytest.mark.timeout(90)
+def test_run_local_a_second_ctrl_c_stops_everything_at_once(tmp_path: Path) -> None:
+    require_redis_server()
+    port, redis_port = free_port(), free_port()
+    env = {**os.environ, "PORT": str(port), "REDIS_PORT": str(redis_port)}
+    env |= {"RUN_DIR": str(tmp_path / ".run"), "WORKERS": "1", "METRICS_PORT": "0"}
+    env.pop("REDIS_URL", None)
+    with (
+        (tmp_path / "run.out").open("wb") as output,
+        subprocess.Popen([sys.executable, "-m", "harness"], cwd=ROOT, env=env,
+                         stdout=output, stderr=output) as runner,
+    ):  # fmt: skip
+        try:
+            eventually(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 30)
+            children = psutil.Process(runner.pid).children(recursive=True)
+            # A task of a minute in hand: the first Ctrl-C would wait for it.
+            body = {"task": "sleep", "payloads": [{"seconds": 60}]}
+            status, _ = call(f"http://127.0.0.1:{port}/dispatch", body)
+            assert status == 202
+            with redis.Redis(port=redis_port) as client:
+                eventually(lambda: _held(client) == 1)
+            runner.send_signal(signal.SIGINT)
+            eventually(lambda: b"stopping" in (tmp_path / "run.out").read_bytes())
+            started = time.monotonic()
+            runner.send_signal(signal.SIGINT)  # no more waiting
+            runner.wait(timeout=15)
+            assert time.monotonic() - started < 10
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    assert not any(c.is_running() and c.status() != "zombie" for c in children)
+
+
+def _held(client: redis.Redis) -> int:
+    try:
+        return int(client.xpending("tasks", "workers")["pending"])
+    except redis.ResponseError:
+        return 0  # no group yet
