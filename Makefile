@@ -15,7 +15,7 @@ BASE_IMAGE ?= auto
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CODE := pipeline_core dispatcher consumer cli harness chaos bench tests scripts
 
-.PHONY: setup redis-server prometheus podman kubectl chromium run test lint fmt chaos bench screenshot images lock clean
+.PHONY: setup redis-server prometheus podman kubectl chromium run test lint fmt chaos soak bench screenshot images lock clean
 
 setup: $(STAMP) $(TOOLS_STAMP) redis-server prometheus podman kubectl chromium
 
@@ -76,6 +76,12 @@ test: lint
 # The full fault-injection suite (a quick tier of it runs in `make test`); prints a table.
 chaos: setup
 	$(PY) -m chaos
+
+# A long mixed run with periodic faults (SOAK_MINUTES, default 20): loss, duplicates
+# and the memory of every process over time. Not part of `make test`.
+SOAK_MINUTES ?= 20
+soak: setup
+	$(PY) -m chaos.soak --minutes $(SOAK_MINUTES)
 
 # Throughput, latency, scaling and memory against the raw redis-py limit, and the images'
 # sizes and start times: one table.
