@@ -84,8 +84,11 @@ class LocalCluster:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        redis_cli = shutil.which("redis-cli")  # a full path: nothing found on cwd
+        if not redis_cli:
+            raise FileNotFoundError("redis-cli is not installed: run `make setup`")
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses,
+            [redis_cli, "--cluster", "create", *addresses,
              "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
