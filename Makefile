@@ -70,10 +70,10 @@ test: lint
 chaos: setup
 	$(PY) -m chaos
 
-# Throughput, latency, scaling and memory against the raw redis-py limit, and the images'
-# sizes and start times: one table.
+# Throughput, fairness, latency, scaling and memory against the raw redis-py limit, and
+# the images' sizes and start times: one table, printed and written to bench/RESULTS.md.
 bench: images
-	$(PY) -m bench --images-tag $(IMAGE_TAG) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m bench --results bench/RESULTS.md --images-tag $(IMAGE_TAG) $(if $(ENGINE),--engine $(ENGINE))
 
 # Both images (Docker, else podman), then their sizes and times from run to ready.
 images: setup
