@@ -78,14 +78,6 @@ def image_rows() -> list[Row]:
 
 def report(size: plan.Size, results: Results, started: float, command: str) -> str:
     """RESULTS.md: how and where the figures were measured, then the table."""
-    git = shutil.which("git")
-    commit = "unknown"
-    if git:
-        described = subprocess.run(
-            [git, "describe", "--always", "--dirty"],
-            cwd=ROOT, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        commit = described.stdout.strip() or commit
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         "# `make bench` results",
@@ -94,7 +86,7 @@ def report(size: plan.Size, results: Results, started: float, command: str) -> s
         "its clock starts: [docs/performance.md](../docs/performance.md).",
         "",
         f"- Command: `{command}`, {size.repeat} runs, {time.time() - started:.0f} s; "
-        f"commit `{commit}`; {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        f"commit `{_commit()}`; {time.strftime('%Y-%m-%d %H:%M %Z')}",
         f"- Machine: {os.cpu_count()} CPUs ({platform.machine()}), Python "
         f"{platform.python_version()}; load average at the end {load} "
         "(a shared machine: figures are noisy; the ratios compare figures of one run)",
@@ -103,6 +95,29 @@ def report(size: plan.Size, results: Results, started: float, command: str) -> s
         "",
     ]
     return "\n".join(lines)
+
+
+def _commit() -> str:
+    """The code measured: `git describe` of the working tree ("-dirty" if edited)."""
+    git = shutil.which("git")
+    if not git:
+        return "unknown"
+    described = subprocess.run(
+        [git, "describe", "--always", "--dirty"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return described.stdout.strip() or "unknown"
+
+
+def run_all(size: plan.Size, engine: str, images_tag: str) -> Results:
+    """Every run, each on a Redis and a dispatcher of its own, then the images."""
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        for number in range(size.repeat):
+            print(f"run {number + 1} of {size.repeat}...", flush=True)
+            run_once(size, Path(workdir) / str(number), results)
+            measure_images(engine, images_tag, results)
+    return results
 
 
 def main() -> int:
@@ -120,12 +135,8 @@ def main() -> int:
     engine = args.engine or images.detect_engine()
     size = plan.QUICK if args.quick else plan.FULL
     size = dataclasses.replace(size, repeat=args.repeat or size.repeat)
-    results, started = Results(), time.time()
-    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-        for number in range(size.repeat):
-            print(f"run {number + 1} of {size.repeat}...", flush=True)
-            run_once(size, Path(workdir) / str(number), results)
-            measure_images(engine, args.images_tag, results)
+    started = time.time()
+    results = run_all(size, engine, args.images_tag)
     text = report(size, results, started, " ".join(["python -m bench", *sys.argv[1:]]))
     print(text)
     if args.results:
