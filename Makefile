@@ -75,7 +75,7 @@ test: lint
 
 # The full fault-injection suite (a quick tier of it runs in `make test`); prints a table.
 chaos: setup
-	$(PY) -m chaos
+	$(PY) -m chaos --results docs/chaos-results.md
 
 # A long mixed run with periodic faults (SOAK_MINUTES, default 20): loss, duplicates
 # and the memory of every process over time. Not part of `make test`.
@@ -83,10 +83,10 @@ SOAK_MINUTES ?= 20
 soak: setup
 	$(PY) -m chaos.soak --minutes $(SOAK_MINUTES)
 
-# Throughput, latency, scaling and memory against the raw redis-py limit, and the images'
-# sizes and start times: one table.
+# Throughput, fairness, latency, scaling and memory against the raw redis-py limit, and
+# the images' sizes and start times: one table, printed and written to bench/RESULTS.md.
 bench: images
-	$(PY) -m bench --images-tag $(IMAGE_TAG) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m bench --results bench/RESULTS.md --images-tag $(IMAGE_TAG) $(if $(ENGINE),--engine $(ENGINE))
 
 # README's picture of the console (docs/console.png): a private stack under load, then
 # Chromium photographs /ui/ (about two minutes: the chart needs history).

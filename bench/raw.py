@@ -1,101 +1,87 @@
-"""The raw limit: plain redis-py with batched stream commands, no pipeline around it.
-XADD in pipelines of 500; XREADGROUP COUNT 500 and one XACK per batch per consumer."""
+"""The raw limits, with no pipeline code around them: plain redis-py writers here, plain
+consumer processes (bench/raw_consumer.py) drained on the same clock as ours, and plain
+multiprocessing processes for CPU-bound work."""
 
 import multiprocessing
 import time
-from multiprocessing.synchronize import Event
+from pathlib import Path
 
 import redis
 from redis.typing import EncodableT, FieldT
 
-from consumer.message import read_entries
+from bench import drain
+from consumer.tasks import primes
+from harness.processes import wait_for
 
 BATCH = 500
-STREAM, GROUP = "bench:raw", "raw"
+# Latencies are kept from the second second on: the first warms the processes up
+# (connections, caches), which is not the steady state.
+WARM_UP_S = 1.0
 FIELDS: dict[FieldT, EncodableT] = {"task": "bench.noop", "payload": "{}"}
 
 
 def xadd_rate(url: str, count: int) -> float:
     """Entries per second appended in pipelines of BATCH."""
     with redis.Redis.from_url(url) as client:
-        client.delete(STREAM)
+        client.delete("bench:raw")
         started = time.perf_counter()
         for first in range(0, count, BATCH):
             with client.pipeline(transaction=False) as pipe:
                 for _ in range(min(BATCH, count - first)):
-                    pipe.xadd(STREAM, FIELDS)
+                    pipe.xadd("bench:raw", FIELDS)
                 pipe.execute()
         return count / (time.perf_counter() - started)
 
 
-def consume_rate(url: str, count: int, consumers: int) -> float:
-    """Entries per second read and acknowledged by `consumers` processes together."""
+def xadd_one_rate(url: str, count: int) -> float:
+    """Entries per second appended one XADD per round trip."""
     with redis.Redis.from_url(url) as client:
-        client.delete(STREAM)
-        xadd_rate(url, count)
-        client.xgroup_create(STREAM, GROUP, "0")
-    context = multiprocessing.get_context("fork")
-    start = context.Event()
-    workers = [
-        context.Process(target=_consume, args=(url, f"raw-{n}", start))
-        for n in range(consumers)
-    ]
-    for worker in workers:
-        worker.start()
-    time.sleep(0.3)  # let every process connect before the clock starts
-    started = time.perf_counter()
-    start.set()
-    for worker in workers:
-        worker.join()
-    return count / (time.perf_counter() - started)
+        client.delete("bench:raw")
+        started = time.perf_counter()
+        for _ in range(count):
+            client.xadd("bench:raw", FIELDS)
+        return count / (time.perf_counter() - started)
 
 
-def _consume(url: str, name: str, start: Event) -> None:
-    client = redis.Redis.from_url(url)
-    start.wait()
-    while True:
-        # Everything was written before the clock started: an empty read means done.
-        entries = read_entries(
-            client.xreadgroup(GROUP, name, {STREAM: ">"}, count=BATCH)
-        )
-        if not isinstance(entries, list) or not entries:
-            return
-        client.xack(STREAM, GROUP, *(entry_id for entry_id, _ in entries))
+def drain_seconds(
+    url: str, client: redis.Redis, count: int, processes: int, log_dir: Path
+) -> float:
+    """Seconds `processes` raw consumers take for `count` no-op entries."""
+    drain.fresh_group(client)
+    with drain.consumers(url, processes, log_dir, "bench.raw_consumer") as services:
+        return drain.drain(client, services, count).seconds
 
 
-def wake_latencies(url: str, seconds: float) -> list[float]:
-    """The floor for dispatch->start: seconds from a plain XADD (10 every 10 ms) to the
-    moment a plain consumer, blocked in XREADGROUP in another process, has it."""
-    with redis.Redis.from_url(url) as client:
-        client.delete(STREAM)
-        client.xgroup_create(STREAM, GROUP, "0", mkstream=True)
-    context = multiprocessing.get_context("fork")
-    results: multiprocessing.Queue[list[float]] = context.Queue()
-    reader = context.Process(target=_receive, args=(url, results))
-    reader.start()
-    time.sleep(0.3)  # the reader is blocked in XREADGROUP
-    with redis.Redis.from_url(url) as client:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+def wake_latencies(
+    url: str, client: redis.Redis, seconds: float, log_dir: Path
+) -> list[float]:
+    """The floor for dispatch->start: seconds from a plain XADD (10 every 10 ms, in one
+    pipeline) until a raw consumer, blocked in XREADGROUP, has the entry; the same
+    pace, warm-up and duration as the pipeline's figure."""
+    drain.fresh_group(client)
+    stamps = log_dir / "raw.stamps"
+    with drain.consumers(url, 1, log_dir, "bench.raw_consumer", RAW_STAMPS=str(stamps)):
+        wait_for(lambda: drain.waiting(client, 1), timeout_s=60)
+        sent, next_s = 0, time.monotonic()
+        deadline = next_s + seconds + WARM_UP_S
+        while next_s < deadline:
+            time.sleep(max(0.0, next_s - time.monotonic()))
+            next_s += 0.01
             with client.pipeline(transaction=False) as pipe:
                 for _ in range(10):
-                    pipe.xadd(STREAM, {"sent": repr(time.time())})
+                    pipe.xadd(drain.STREAM, {"sent": repr(time.time())})
                 pipe.execute()
-            time.sleep(0.01)
-    latencies = results.get(timeout=30)
-    reader.join()
-    return latencies
+            sent += 10
+        wait_for(lambda: drain.finished(client, sent), timeout_s=60)
+    pairs = [line.split() for line in stamps.read_text().splitlines()]
+    steady_from = min(float(sent) for sent, _ in pairs) + WARM_UP_S
+    return [float(lag) for sent, lag in pairs if float(sent) >= steady_from]
 
 
-def _receive(url: str, results: "multiprocessing.Queue[list[float]]") -> None:
-    client = redis.Redis.from_url(url, decode_responses=True)
-    latencies: list[float] = []
-    while True:
-        entries = read_entries(
-            client.xreadgroup(GROUP, "wake", {STREAM: ">"}, count=BATCH, block=500)
-        )
-        if not isinstance(entries, list) or not entries:
-            results.put(latencies)  # nothing for half a second: the writer is done
-            return
-        now = time.time()
-        latencies += [now - float(fields["sent"]) for _, fields in entries]
+def plain_seconds(processes: int, calls: int, n: int) -> float:
+    """Seconds a multiprocessing pool of `processes` takes for `calls` of primes(n),
+    handed out one at a time (the pool is started before the clock)."""
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        started = time.perf_counter()
+        pool.map(primes, [n] * calls, chunksize=1)
+        return time.perf_counter() - started

@@ -3,8 +3,11 @@
 Exits 1 when a scenario fails or a broken control is not caught."""
 
 import argparse
+import os
+import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from chaos.checker import Report
@@ -44,20 +47,44 @@ def main() -> int:
         "--quick", action="store_true", help="short runs (as in make test)"
     )
     parser.add_argument("--only", nargs="*", default=[], help="scenario names to run")
+    parser.add_argument("--results", type=Path, help="write the table (Markdown) here")
     args = parser.parse_args()
     chosen = [s for s in SCENARIOS + CONTROLS if not args.only or s.name in args.only]
     print("  ".join(f"{name:>{width}}" for name, width in COLUMNS), flush=True)
-    failures = 0
+    done: list[tuple[Scenario, Report]] = []
     with tempfile.TemporaryDirectory(prefix="chaos-") as workdir:
         for scenario in chosen:
             report = run_scenario(scenario, Path(workdir) / scenario.name, args.quick)
+            done.append((scenario, report))
             print(row(scenario, report), flush=True)
             if not verdict(scenario, report):
-                failures += 1
                 problems = report.problems + report.violations
                 print(f"    problems: {problems}", flush=True)
             print(f"    notes: {report.notes}", flush=True)
-    return 1 if failures else 0
+    if args.results:
+        args.results.write_text(markdown(done, args.quick))
+    return 1 if any(not verdict(s, r) for s, r in done) else 0
+
+
+def markdown(done: list[tuple[Scenario, Report]], quick: bool) -> str:
+    """The table for docs/chaos-results.md, with each scenario's notes under it."""
+    lines = [
+        "# `make chaos`: the latest results",
+        "",
+        f"Written by `python -m chaos{' --quick' if quick else ''}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, on {platform.node()} "
+        f"({os.cpu_count()} cores). Each scenario: [guarantees](guarantees.md).",
+        "",
+        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for scenario, report in done:
+        cells = row(scenario, report).split()
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Notes per scenario:", ""]
+    for scenario, report in done:
+        lines.append(f"- **{scenario.name}**: {report.notes}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -27,13 +27,12 @@ class Message:
 def to_messages(entries: object, deliveries: dict[str, int] | int) -> list[Message]:
     """Convert the entries of an XREADGROUP or XAUTOCLAIM reply; counts come per ID or
     as one."""
-    messages = []
-    for entry_id, fields in stream_entries(entries):
-        count = (
-            deliveries if isinstance(deliveries, int) else deliveries.get(entry_id, 1)
-        )
-        messages.append(Message(entry_id, fields, count, fields.get(TASK_FIELD, "")))
-    return messages
+    pairs = stream_entries(entries)
+    if isinstance(deliveries, int):  # a read: tested once, not per entry
+        return [Message(i, f, deliveries, f.get(TASK_FIELD, "")) for i, f in pairs]
+    return [
+        Message(i, f, deliveries.get(i, 1), f.get(TASK_FIELD, "")) for i, f in pairs
+    ]
 
 
 def read_entries(reply: object) -> object:

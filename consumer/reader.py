@@ -4,6 +4,7 @@
 import logging
 import time
 
+from consumer.batching import CLAIM_COUNT, ReadSize
 from consumer.message import Message, read_entries, to_messages
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import Settings
@@ -19,17 +20,25 @@ class Reader:
         self.client = client
         self.settings = settings
         self.metrics = metrics
+        self.read_size = ReadSize(settings.batch_size)
         self._cursor = "0-0"
         self._next_scan_s = 0.0
 
     def read_new(self) -> list[Message]:
-        """Never-delivered entries, up to batch_size, waiting up to block_ms."""
+        """Never-delivered entries, as many as read_size allows, waiting up to
+        block_ms."""
         s = self.settings
         q = s.queue
         reply = self.client.xreadgroup(
-            q.group, s.consumer_name, {q.stream: ">"}, s.batch_size, s.block_ms
+            q.group,
+            s.consumer_name,
+            {q.stream: ">"},
+            self.read_size.count(),
+            s.block_ms,
         )
-        return to_messages(read_entries(reply), deliveries=1)
+        messages = to_messages(read_entries(reply), deliveries=1)
+        self.read_size.returned(len(messages))
+        return messages
 
     def claim_stale(self) -> list[Message]:
         """Entries idle past claim_idle_ms (a crashed, frozen or failed attempt), now
@@ -45,7 +54,7 @@ class Reader:
             s.consumer_name,
             s.claim_idle_ms,
             self._cursor,
-            s.batch_size,
+            s.batch_size or CLAIM_COUNT,
         )
         self._cursor = cursor
         if cursor == "0-0":

@@ -21,7 +21,8 @@ class Settings:
     # idle this long is taken over by another consumer (XAUTOCLAIM).
     claim_idle_ms: int = 30_000
     claim_interval_ms: int = 1_000
-    batch_size: int = 10
+    # Entries per read (COUNT); None adapts it to the tasks' durations (batching.py).
+    batch_size: int | None = None
     block_ms: int = 2_000
     socket_timeout_s: float = 10.0  # must exceed block_ms, or a blocked read times out
     ack_interval_ms: int = 1_000
@@ -64,7 +65,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
         max_deliveries=number(env, "MAX_DELIVERIES", int, d.max_deliveries, 1),
         claim_idle_ms=number(env, "CLAIM_IDLE_MS", int, d.claim_idle_ms, 1),
         claim_interval_ms=number(env, "CLAIM_INTERVAL_MS", int, d.claim_interval_ms, 0),
-        batch_size=number(env, "BATCH_SIZE", int, d.batch_size, 1, 10_000),
+        # Unset or empty: 0, read as None (adaptive); a value given must be 1 or more.
+        batch_size=number(env, "BATCH_SIZE", int, 0, 1, 10_000) or None,
         block_ms=number(env, "BLOCK_MS", int, d.block_ms, 1),
         socket_timeout_s=number(
             env, "SOCKET_TIMEOUT_S", float, d.socket_timeout_s, 0.1

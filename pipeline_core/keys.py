@@ -10,6 +10,7 @@ A stream whose name already holds a hash tag (`app{q1}`) is its own prefix:
 `app{q1}:dead`, `app{q1}:results:<minute>`.
 """
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ def slot(key: str) -> int:
     return key_slot(key.encode())
 
 
+@functools.cache  # once per stream name: a result's key is built for every entry
 def key_prefix(stream: str) -> str:
     """What every other key of the stream's queue starts with: the stream's hash tag."""
     return stream if has_hash_tag(stream) else "{" + stream + "}"

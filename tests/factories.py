@@ -30,6 +30,9 @@ def make_settings(**overrides: Any) -> Settings:
         "ack_interval_ms": 60_000,
         "max_deliveries": 3,
         "metrics_port": 0,
+        # A fixed COUNT, so a story knows what one poll reads; the adaptive one (None,
+        # the default) is told in test_consumer_batching.py.
+        "batch_size": 10,
     }
     return Settings(**{**values, **overrides})
 

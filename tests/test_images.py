@@ -233,37 +233,29 @@ def test_images_pipeline_status_runs_in_a_consumer(stack: Stack) -> None:
     assert status["pending"] == status["dead_letters"] == 0
 
 
-def test_images_sigterm_stops_a_consumer_with_exit_0_releasing_unstarted_entries(
-    stack: Stack,
-) -> None:
+def test_images_sigterm_stops_a_consumer_mid_task_with_exit_0(stack: Stack) -> None:
     payloads = [{"seconds": 1.0}] * 6
     status, body = stack.call("/dispatch", {"task": "sleep", "payloads": payloads})
     assert status == 202, body
     group, stream = stack.config["GROUP"], stack.config["STREAM"]
 
     def holder() -> str | None:
-        """The consumer holding most of the batch, once one holds 3 or more."""
+        """A consumer holding an entry (the manifests leave BATCH_SIZE unset, so
+        tasks of a second are read one or two at a time)."""
         summary = stack.operator.xpending(stream, group)
-        counts = {c["name"]: c["pending"] for c in summary["consumers"]}
-        name = max(counts, key=lambda n: counts[n], default=None)
-        return name if name and counts[name] >= 3 else None
+        held = [c["name"] for c in summary["consumers"] if c["pending"] >= 1]
+        return held[0] if held else None
 
-    # Pending list: 3 or more of the 6, read by one consumer in one batch.
+    # Pending list: an entry or two held by one consumer, its task running.
     name = eventually(holder, timeout_s=30)
     [leaving] = [pod for pod in stack.consumers if pod.name == name]
     grace_s = leaving.deployment["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"
     ]
-    # SIGTERM while the first task of its batch runs; the grace period is the pod's.
+    # SIGTERM while its task runs; the grace period is the pod's.
     done = podman("stop", "-t", str(grace_s), leaving.container)
     assert done.returncode == 0, done.stderr
     assert inspect(leaving.container)["State"]["ExitCode"] == 0  # not killed
-    released = [
-        json.loads(line)
-        for line in logs(leaving).splitlines()
-        if '"entries released"' in line
-    ]
-    assert released and released[-1]["count"] >= 1
     assert '"consumer stopped"' in logs(leaving)
     # Pending list: what the leaving consumer still owns is released (its delivery
     # undone), or already claimed by the other one.
@@ -271,7 +263,7 @@ def test_images_sigterm_stops_a_consumer_with_exit_0_releasing_unstarted_entries
     assert all(
         e["consumer"] != leaving.name or e["times_delivered"] == 0 for e in entries
     )
-    # Pending list: empty; the other consumer took the released entries and ran them.
+    # Pending list: empty; the other consumer ran the rest (released or never read).
     for entry_id in body["entry_ids"]:
         has_result(stack, entry_id, timeout_s=60)
     assert stack.operator.xpending(stream, group)["pending"] == 0

@@ -104,15 +104,16 @@ def test_consumer_settings_defaults_follow_the_contract() -> None:
     assert (s.max_deliveries, s.claim_idle_ms) == (5, 30_000)
     assert (s.metrics_port, s.log_level, s.task_modules) == (9100, "INFO", ())
     assert s.consumer_name.endswith(f"-{os.getpid()}")
+    assert s.batch_size is None  # adaptive (consumer/batching.py)
 
 
 def test_consumer_settings_read_the_environment() -> None:
     s = consumer_settings.from_env(
         {"CONSUMER_NAME": "pod-a", "TASK_MODULES": "app.tasks, app.more ,",
-         "MAX_DELIVERIES": "2", "LOG_LEVEL": "debug"}
+         "MAX_DELIVERIES": "2", "LOG_LEVEL": "debug", "BATCH_SIZE": "25"}
     )  # fmt: skip
     assert (s.consumer_name, s.task_modules) == ("pod-a", ("app.tasks", "app.more"))
-    assert (s.max_deliveries, s.log_level) == (2, "DEBUG")
+    assert (s.max_deliveries, s.log_level, s.batch_size) == (2, "DEBUG", 25)
 
 
 @pytest.mark.parametrize(
@@ -121,6 +122,7 @@ def test_consumer_settings_read_the_environment() -> None:
         ({"MAX_DELIVERIES": "five"}, "MAX_DELIVERIES"),
         ({"MAX_DELIVERIES": "0"}, "MAX_DELIVERIES"),
         ({"METRICS_PORT": "70000"}, "METRICS_PORT"),
+        ({"BATCH_SIZE": "0"}, "BATCH_SIZE"),  # unset it to have reads sized adaptively
         ({"CONSUMER_NAME": ""}, "CONSUMER_NAME"),
         ({"BLOCK_MS": "20000", "SOCKET_TIMEOUT_S": "5"}, "SOCKET_TIMEOUT_S"),
     ],

@@ -1,0 +1,180 @@
+"""What `make bench` measures: the sizes, the measurements of one run (each a function
+returning named figures) and the rows of the table. A new row is one more function in
+MEASUREMENTS and one more Row."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from bench import drain, fairness, measure, raw
+from bench.table import Row, Target
+from harness.processes import Service
+
+
+@dataclass(frozen=True)
+class Size:
+    messages: int  # the drains and dispatches
+    backlog: int  # the long drain
+    latency_s: float
+    work: fairness.Work
+    one_by_one: int  # XADDs one per round trip
+    repeat: int
+
+
+FULL = Size(100_000, 1_000_000, 10.0, fairness.Work(40, 0.1, 30_000), 20_000, 3)
+QUICK = Size(2_000, 20_000, 1.0, fairness.Work(6, 0.05, 3_000), 500, 1)
+
+
+@dataclass(frozen=True)
+class Lab:
+    """One run's Redis (AOF, fsync every second) and dispatcher."""
+
+    size: Size
+    url: str
+    client: redis.Redis
+    base: str  # the dispatcher's URL
+    dispatcher: Service
+    workdir: Path
+
+    def logs(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def writes(lab: Lab) -> dict[str, float]:
+    return {
+        "raw xadd": raw.xadd_rate(lab.url, lab.size.messages),
+        "raw xadd one": raw.xadd_one_rate(lab.url, lab.size.one_by_one),
+    }
+
+
+def dispatches(lab: Lab) -> dict[str, float]:
+    n = lab.size.messages
+    lab.client.flushall()
+    one = measure.dispatch_rate(lab.base, n, n, threads=1)
+    lab.client.flushall()
+    many = measure.dispatch_rate(lab.base, n, 100, threads=8)
+    rss = drain.peak_rss(lab.dispatcher.pid)
+    return {"dispatch one": one, "dispatch many": many, "dispatcher rss": rss}
+
+
+def pipeline_drain(lab: Lab, workers: int, count: int) -> drain.Drain:
+    """`count` no-op entries drained by `workers` consumers, default settings."""
+    drain.fresh_group(lab.client)
+    with drain.consumers(lab.url, workers, lab.logs(f"drain-{count}")) as services:
+        return drain.drain(lab.client, services, count)
+
+
+def drains(lab: Lab) -> dict[str, float]:
+    n, figures = lab.size.messages, {}
+    for workers in (1, 2):
+        raw_s = raw.drain_seconds(lab.url, lab.client, n, workers, lab.logs("raw"))
+        figures[f"raw drain {workers}"] = n / raw_s
+        figures[f"drain {workers}"] = n / pipeline_drain(lab, workers, n).seconds
+    return figures
+
+
+def backlog(lab: Lab) -> dict[str, float]:
+    done = pipeline_drain(lab, 2, lab.size.backlog)
+    lab.client.flushall()  # its results: a million hash fields
+    return {
+        "drain backlog": lab.size.backlog / done.seconds,
+        "consumer rss": done.peak_rss,
+        "bytes per entry": done.bytes_per_entry,
+    }
+
+
+def latencies(lab: Lab) -> dict[str, float]:
+    seconds = lab.size.latency_s
+    starts, acks = measure.latencies(
+        lab.base, lab.url, lab.client, seconds, lab.logs("latency")
+    )
+    wakes = raw.wake_latencies(lab.url, lab.client, seconds, lab.logs("wake"))
+    figures = {}
+    for name, values in (("start", starts), ("ack", acks), ("raw wake", wakes)):
+        for share in (0.5, 0.95, 0.99, 1.0):
+            key = f"{name} p{round(share * 100)}"
+            figures[key] = percentile(values, share) * 1000
+    return figures
+
+
+def fairness_figures(lab: Lab) -> dict[str, float]:
+    return fairness.measure(lab.url, lab.client, lab.size.work, lab.logs("fairness"))
+
+
+MEASUREMENTS: tuple[Callable[[Lab], dict[str, float]], ...] = (
+    writes, dispatches, drains, backlog, latencies, fairness_figures,
+)  # fmt: skip
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+# The Python API of issue 15: its rows wait for a function in MEASUREMENTS adding
+# "send many" and "send one" figures (then name them as the rows' `ours`).
+UNBUILT = "not built yet (issue 15)"
+AT_LEAST_HALF = (Target("ratio", 0.5),)
+
+
+def rows(size: Size) -> list[Row]:
+    """The issue's table first (default settings throughout), then the rest."""
+    return [*_drain_and_fairness_rows(size), *_issue_rows(size), *_other_rows(size)]
+
+
+def _drain_and_fairness_rows(size: Size) -> list[Row]:
+    n, w = size.messages, size.work
+    return [
+        Row(f"Drain of {n:,}, 2 `python -m consumer`, no-op tasks, results stored",
+            "drain 2", "raw drain 2", "raw, 2 processes", targets=AT_LEAST_HALF),
+        Row(f"Drain of {n:,}, 1 `python -m consumer`", "drain 1", "raw drain 1",
+            "raw, 1 process", targets=AT_LEAST_HALF),
+        Row(f"Fairness: {w.tasks} sleeps of {w.sleep_s * 1000:g} ms at once, "
+            "2 consumers: makespan", "sleep makespan", "sleep ideal",
+            "ideal (work / 2)", " s", digits=2, targets=(Target("ratio", 1.15, True),)),
+        Row(f"Fairness: {w.tasks} `primes({w.primes_n})` at once, 2 consumers: "
+            "makespan", "primes 2", "plain primes 2", "2 plain processes", " s",
+            digits=2, targets=(Target("ratio", 1.15, True),)),
+        Row(f"`primes` speed-up, 1 -> 2 consumers ({w.tasks} calls)", "speed-up",
+            "plain speed-up", "1 -> 2 plain processes", "x", digits=2,
+            targets=(Target("ratio", 0.9),)),
+    ]  # fmt: skip
+
+
+def _issue_rows(size: Size) -> list[Row]:
+    n = size.messages
+    return [
+        Row(f"`send_many` from Python, {n:,} payloads", None, "raw xadd",
+            "raw XADD, pipelines of 500", targets=AT_LEAST_HALF, note=UNBUILT),
+        Row("`send` from Python, one message per call", None, "raw xadd one",
+            "raw XADD, one per round trip", targets=AT_LEAST_HALF, note=UNBUILT),
+        Row("Dispatch -> start p99, 1,000 msg/s over HTTP", "start p99",
+            "raw wake p99", "raw XADD -> XREADGROUP p99", " ms", digits=1,
+            targets=(Target("value", 5, True), Target("difference", 2, True))),
+        Row(f"Drain of a backlog of {size.backlog:,}, 2 consumers", "drain backlog",
+            "drain 2", f"the drain of {n:,}", targets=(Target("ratio", 0.8),)),
+        Row(f"Consumer peak RSS, backlog of {size.backlog:,}", "consumer rss",
+            unit=" MiB", scale=2**20, targets=(Target("value", 60, True),)),
+        Row("Redis memory per queued entry (no-op payload)", "bytes per entry",
+            unit=" B"),
+    ]  # fmt: skip
+
+
+def _other_rows(size: Size) -> list[Row]:
+    n = size.messages
+    return [
+        Row(f"Dispatch: one POST of {n:,} messages", "dispatch one", "raw xadd",
+            "raw XADD, pipelines of 500", targets=(Target("ratio", 0.5),)),
+        Row("Dispatch: POSTs of 100, 8 at a time", "dispatch many", "raw xadd",
+            "raw XADD, pipelines of 500"),
+        *(Row(f"Dispatch -> start p{p}", f"start p{p}", f"raw wake p{p}",
+              "raw XADD -> XREADGROUP", " ms", digits=1) for p in (50, 95, 100)),
+        *(Row(f"Dispatch -> ack p{p}", f"ack p{p}", unit=" ms", digits=1)
+          for p in (50, 99)),
+        Row("Dispatcher peak RSS (largest process)", "dispatcher rss", unit=" MiB",
+            scale=2**20),
+    ]  # fmt: skip
