@@ -21,7 +21,7 @@ from consumer.ownership import Ownership
 from consumer.settings import Settings
 from pipeline_core.connection import Client
 from pipeline_core.replies import reason
-from pipeline_core.wire import as_sent, dead_letter_fields
+from pipeline_core.wire import OWNER_FIELD, as_sent, dead_letter_fields, owner_field
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,11 @@ def store_and_ack(
     fields: dict[str, dict[FieldT, EncodableT]] = {}
     for message, result in done:
         key = queue.results_key(message.entry_id)
-        fields.setdefault(key, {})[message.entry_id] = result
+        mapping = fields.setdefault(key, {})
+        mapping[message.entry_id] = result
+        owner = message.fields.get(OWNER_FIELD)
+        if owner:  # only its owner (and operators) may read it: dispatcher/auth.py
+            mapping[owner_field(message.entry_id)] = owner
     with client.pipeline(transaction=True) as pipe:
         for key, mapping in fields.items():
             pipe.hset(key, mapping=mapping)

@@ -1,6 +1,5 @@
 """HTTP API: routes only. Validation and Redis writes live in their own modules."""
 
-import json
 import logging
 import time
 from typing import Any
@@ -10,7 +9,7 @@ from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from dispatcher.auth import PROTECTED, authorized
+from dispatcher.auth import DISPATCHING, READING, Caller, caller
 from dispatcher.capacity import Capacity
 from dispatcher.console import install_console
 from dispatcher.errors import InvalidPayloadError
@@ -22,8 +21,9 @@ from dispatcher.publisher import (
     stream_ids_exhausted,
     unavailable_body,
 )
+from dispatcher.results import install_results
 from dispatcher.settings import Settings
-from dispatcher.validation import check_entry_id, decode_json, parse_dispatch
+from dispatcher.validation import decode_json, parse_dispatch
 from pipeline_core.connection import Client
 from pipeline_core.replies import reason
 
@@ -58,14 +58,28 @@ def create_app(
 def _install_auth(app: Flask, settings: Settings, metrics: DispatcherMetrics) -> None:
     @app.before_request
     def require_token() -> Answer | None:
-        if request.endpoint not in PROTECTED or settings.allow_anonymous:
+        """Who calls: a client's token dispatches and reads its own entries; an
+        operator's token reads any entry; anonymous only on a loopback run."""
+        header = request.headers.get("Authorization")
+        if settings.allow_anonymous:
+            g.caller = Caller(None)
             return None
-        if authorized(request.headers.get("Authorization"), settings.tokens):
+        if request.endpoint in DISPATCHING:
+            g.caller = caller(header, settings.tokens)
+        elif request.endpoint in READING:
+            g.caller = caller(header, settings.tokens, settings.operator_tokens)
+        else:
+            return None
+        if g.caller is not None:
             return None
         # Refused before the body is read: nothing is parsed, nothing is written.
         metrics.unauthorized.inc()
         body = {"error": "unauthorized", "rule": "send Authorization: Bearer <token>"}
-        return body, 401, {"WWW-Authenticate": 'Bearer realm="dispatcher"'}
+        headers = {
+            "WWW-Authenticate": 'Bearer realm="dispatcher"',
+            "Connection": "close",
+        }
+        return body, 401, headers
 
 
 def _install_dispatch(
@@ -86,10 +100,13 @@ def _install_dispatch(
             metrics.messages.labels("throttled").inc(len(order.payloads))
             return refusal
         stream, task, payloads = settings.queue.stream, order.task, order.payloads
+        owner = g.caller.fingerprint
         if order.delay_s > 0:
-            entry_ids = publish_paced(client, stream, task, payloads, order.delay_s)
+            entry_ids = publish_paced(
+                client, stream, task, payloads, order.delay_s, owner=owner
+            )
         else:
-            entry_ids = publish(client, stream, task, payloads)
+            entry_ids = publish(client, stream, task, payloads, owner)
         capacity.add(len(entry_ids), size)
         metrics.messages.labels("accepted").inc(len(entry_ids))
         facts = {"task": task, "count": len(entry_ids), "first_entry_id": entry_ids[0]}
@@ -101,16 +118,7 @@ def _install_dispatch(
 def _install_reads(
     app: Flask, settings: Settings, client: Client, registry: CollectorRegistry
 ) -> None:
-    @app.get("/results/<entry_id>")
-    def result(entry_id: str) -> Answer:
-        key = settings.queue.results_key(check_entry_id(entry_id))
-        stored = client.hget(key, entry_id)
-        if stored is None:
-            return {
-                "error": "no result (yet) for this entry",
-                "entry_id": entry_id,
-            }, 404
-        return {"entry_id": entry_id, "result": json.loads(stored)}, 200
+    install_results(app, settings, client)
 
     @app.get("/healthz")
     def healthz() -> Answer:

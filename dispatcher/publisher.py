@@ -25,11 +25,12 @@ def publish(
     stream: str,
     task: str,
     payloads: Sequence[str],
+    owner: str | None = None,
 ) -> list[str]:
     """Append every payload in one MULTI/EXEC: the whole batch or none of it."""
     with client.pipeline(transaction=True) as pipe:
         for payload in payloads:
-            pipe.xadd(stream, encode_entry(task, payload))
+            pipe.xadd(stream, encode_entry(task, payload, owner))
         return [_entry_id(reply) for reply in pipe.execute()]
 
 
@@ -40,6 +41,7 @@ def publish_paced(
     payloads: Sequence[str],
     delay_s: float,
     sleep: Callable[[float], None] = time.sleep,
+    owner: str | None = None,
 ) -> list[str]:
     """Append the payloads one at a time, `delay_s` apart (the seed's pacing)."""
     entry_ids: list[str] = []
@@ -47,7 +49,7 @@ def publish_paced(
         if index:
             sleep(delay_s)
         try:
-            reply = client.xadd(stream, encode_entry(task, payload))
+            reply = client.xadd(stream, encode_entry(task, payload, owner))
         except redis.RedisError as error:
             raise PublishInterruptedError(entry_ids) from error
         entry_ids.append(_entry_id(reply))

@@ -42,6 +42,9 @@ class Settings:
     max_backlog: int = 1_000_000
     # Refuse new work (507) while Redis uses more than this (pipeline_core/memory.py):
     # MEMORY_BUDGET_BYTES, or when 0, MEMORY_BUDGET_RATIO of Redis's maxmemory.
+    # GET /results (and /tasks) a client may make in a minute, counted per token (or
+    # per address on an anonymous run), in each dispatcher process.
+    lookups_per_minute: int = 600
     memory_budget_bytes: int = 0
     memory_budget_ratio: float = 0.8
     socket_timeout_s: float = 5.0
@@ -76,6 +79,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         max_payload_depth=number(env, "MAX_PAYLOAD_DEPTH", int, d.max_payload_depth, 1),
         max_pacing_s=number(env, "MAX_PACING_S", float, d.max_pacing_s, 0),
         max_backlog=number(env, "MAX_BACKLOG", int, d.max_backlog, 1),
+        lookups_per_minute=number(
+            env, "LOOKUPS_PER_MINUTE", int, d.lookups_per_minute, 1
+        ),
         memory_budget_bytes=number(
             env, "MEMORY_BUDGET_BYTES", int, d.memory_budget_bytes, 0
         ),
@@ -99,7 +105,13 @@ def from_env(env: Mapping[str, str]) -> Settings:
 
 def _check_access(settings: Settings) -> None:
     """Without tokens the dispatcher refuses to start, unless told to run open, which
-    it does on loopback only."""
+    it does on loopback only and never beside tokens (a mix that would switch the
+    tokens off silently)."""
+    if settings.allow_anonymous and settings.tokens:
+        raise SettingsError(
+            "DISPATCH_ALLOW_ANONYMOUS=1 switches tokens off: unset it, or unset "
+            "DISPATCH_TOKENS(_FILE)"
+        )
     if settings.tokens:
         return
     if not settings.allow_anonymous:

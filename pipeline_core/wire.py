@@ -13,6 +13,9 @@ from redis.typing import EncodableT, FieldT
 
 TASK_FIELD = "task"
 PAYLOAD_FIELD = "payload"
+# The fingerprint of the token that dispatched the entry (dispatcher/auth.py): who may
+# read its result and status. Absent on an anonymous (loopback) run.
+OWNER_FIELD = "owner"
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 TASK_NAME_RULE = "a string of letters, digits, '_', '.', ':' or '-' (1-128)"
 ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
@@ -33,9 +36,19 @@ def encode_payload(payload: dict[str, Any]) -> str:
     return orjson.dumps(payload).decode()
 
 
-def encode_entry(task: str, payload: str) -> dict[FieldT, EncodableT]:
+def encode_entry(
+    task: str, payload: str, owner: str | None = None
+) -> dict[FieldT, EncodableT]:
     """The stream fields of one entry (for XADD), its payload already encoded."""
-    return {TASK_FIELD: task, PAYLOAD_FIELD: payload}
+    fields: dict[FieldT, EncodableT] = {TASK_FIELD: task, PAYLOAD_FIELD: payload}
+    if owner:
+        fields[OWNER_FIELD] = owner
+    return fields
+
+
+def owner_field(entry_id: str) -> str:
+    """The field beside an entry's result, in its results hash, naming its owner."""
+    return f"{entry_id}:owner"
 
 
 def decode_payload(raw: str | None) -> dict[str, Any]:

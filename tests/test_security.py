@@ -15,10 +15,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from dispatcher.app import create_app
+from dispatcher.auth import fingerprint
+from dispatcher.settings import Settings
 from harness.processes import ROOT, Service, free_port, http_ok
 from harness.redis_server import RedisServer
+from pipeline_core.wire import stream_entries
 from tests.conftest import eventually, require_redis_server
-from tests.factories import drained
+from tests.factories import drained, make_worker
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,6 +44,7 @@ MATRIX = [
     ("dispatcher", "DEL tasks", False),
     ("dispatcher", "INFO cluster", True),
     ("dispatcher", "TIME", True),
+    ("dispatcher", "HMGET {tasks}:results:1 1-0 1-0:owner", True),
     ("dispatcher", "HGET tasks:results:1 1-0", False),  # the old, untagged names
     ("consumer", "HSET tasks:results:1 1-0 x", False),
     ("dispatcher", "FLUSHALL", False),
@@ -412,3 +417,51 @@ def test_console_acts_with_the_dispatcher_users_rights_alone(
     log = dispatcher.log_text()
     assert "console on" in log and "throughput sample failed" not in log
     assert "NOPERM" not in log and operator_token not in log and key not in log
+
+
+TOKEN_A, TOKEN_B, OPERATOR = (
+    "client-a-" + "a" * 16,
+    "client-b-" + "b" * 16,
+    "op-" + "o" * 20,
+)
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def test_a_result_is_read_by_the_token_that_dispatched_it_and_operators_only(
+    r: redis.Redis,
+) -> None:
+    settings = Settings(tokens=(TOKEN_A, TOKEN_B), operator_tokens=(OPERATOR,),
+                        lookups_per_minute=1000)  # fmt: skip
+    http = create_app(settings, r).test_client()
+    answer = http.post("/dispatch", json={"num_messages": 1}, headers=bearer(TOKEN_A))
+    [entry_id] = answer.get_json()["entry_ids"]
+    # The entry records the token's fingerprint, never the token.
+    [(_, fields)] = stream_entries(r.xrange("tasks"))
+    assert fields["owner"] == fingerprint(TOKEN_A) and TOKEN_A not in str(fields)
+    make_worker(r, {"demo": lambda **payload: payload}).poll_once()
+    path = f"/results/{entry_id}"
+    assert http.get(path, headers=bearer(TOKEN_A)).status_code == 200
+    assert http.get(path, headers=bearer(OPERATOR)).status_code == 200
+    other = http.get(path, headers=bearer(TOKEN_B))
+    assert other.status_code == 404  # as if it did not exist: whether it does is A's
+    missing = http.get("/results/1-0", headers=bearer(TOKEN_B)).get_json()
+    assert other.get_json()["error"] == missing["error"]
+    assert http.get(path).status_code == 401
+    # An operator's token reads, it never dispatches.
+    refused = http.post("/dispatch", json={"num_messages": 1}, headers=bearer(OPERATOR))
+    assert refused.status_code == 401
+
+
+def test_result_lookups_are_limited_per_token(r: redis.Redis) -> None:
+    settings = Settings(tokens=(TOKEN_A, TOKEN_B), lookups_per_minute=3)
+    http = create_app(settings, r).test_client()
+    codes = [
+        http.get("/results/1-0", headers=bearer(TOKEN_A)).status_code for _ in range(5)
+    ]
+    assert codes == [404, 404, 404, 429, 429]
+    assert (
+        http.get("/results/1-0", headers=bearer(TOKEN_B)).status_code == 404
+    )  # its own

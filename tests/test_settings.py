@@ -149,6 +149,9 @@ def test_dispatcher_needs_tokens_or_an_explicit_open_loopback_run() -> None:
         dispatcher_settings.from_env({"DISPATCH_ALLOW_ANONYMOUS": "1"})  # 0.0.0.0
     local = {"DISPATCH_ALLOW_ANONYMOUS": "1", "HOST": "127.0.0.1"}
     assert dispatcher_settings.from_env(local).allow_anonymous
+    # Beside tokens, it would switch them off: refused, whatever HOST says.
+    with pytest.raises(SettingsError, match="switches tokens off"):
+        dispatcher_settings.from_env({**local, "DISPATCH_TOKENS": TOKEN})
 
 
 def test_dispatcher_tokens_come_from_a_list_or_a_file_and_must_be_long(

@@ -6,9 +6,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -67,43 +65,6 @@ def configure_session(app: Flask, secret_key: str) -> None:
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=SESSION_MAX_S),
     )
-
-
-class SignInLimiter:
-    """At most `attempts` sign-in attempts per client address in a window, counted
-    in this process. When too many addresses are being tracked, newcomers are
-    refused until windows expire: a flood of addresses never gets more guesses."""
-
-    def __init__(
-        self,
-        attempts: int = SIGN_IN_ATTEMPTS,
-        window_s: float = SIGN_IN_WINDOW_S,
-        max_addresses: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.attempts, self.window_s, self.max_addresses = (
-            attempts,
-            window_s,
-            max_addresses,
-        )
-        self.clock = clock
-        self._seen: dict[str, tuple[float, int]] = {}  # address: (window start, count)
-        self._lock = threading.Lock()
-
-    def allow(self, address: str) -> bool:
-        now = self.clock()
-        with self._lock:
-            start, count = self._seen.get(address, (now, 0))
-            if now - start >= self.window_s:
-                start, count = now, 0
-            if address not in self._seen and len(self._seen) >= self.max_addresses:
-                self._seen = {
-                    a: w for a, w in self._seen.items() if now - w[0] < self.window_s
-                }
-                if len(self._seen) >= self.max_addresses:
-                    return False
-            self._seen[address] = (start, count + 1)
-            return count < self.attempts
 
 
 def matching_user(presented: str, settings: Settings) -> User | None:

@@ -8,13 +8,15 @@ from flask import Blueprint, abort, g, redirect, request, session, url_for
 from flask.typing import ResponseReturnValue
 
 from dispatcher.console.auth import (
-    SignInLimiter,
+    SIGN_IN_ATTEMPTS,
+    SIGN_IN_WINDOW_S,
     csrf_ok,
     csrf_token,
     current_user,
     matching_user,
 )
 from dispatcher.console.views import render
+from dispatcher.ratelimit import WindowLimiter
 from dispatcher.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ def refusal(settings: Settings) -> ResponseReturnValue | None:
     return None
 
 
-def sign_in(settings: Settings, limiter: SignInLimiter) -> ResponseReturnValue:
+def sign_in(settings: Settings, limiter: WindowLimiter) -> ResponseReturnValue:
     """The sign-in form's POST: a right token starts a fresh session."""
     address = request.remote_addr or "unknown"
     if not limiter.allow(address):
@@ -57,7 +59,7 @@ def sign_in(settings: Settings, limiter: SignInLimiter) -> ResponseReturnValue:
 
 
 def install(console: Blueprint, settings: Settings) -> None:
-    limiter = SignInLimiter()
+    limiter = WindowLimiter(SIGN_IN_ATTEMPTS, SIGN_IN_WINDOW_S)
 
     @console.before_request
     def guard() -> ResponseReturnValue | None:

@@ -1,0 +1,42 @@
+"""`GET /results/<entry_id>`: a task's stored result, for the token that dispatched it
+(and operators'), at a bounded rate per client."""
+
+import json
+from typing import Any
+
+from flask import Flask, g, request
+
+from dispatcher.ratelimit import WindowLimiter
+from dispatcher.settings import Settings
+from dispatcher.validation import check_entry_id
+from pipeline_core.connection import Client
+from pipeline_core.wire import owner_field
+
+Answer = tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]
+
+
+def client_key() -> str:
+    """Whom a lookup counts against: the caller's token, else its address."""
+    return g.caller.fingerprint or request.remote_addr or "?"
+
+
+def install_results(app: Flask, settings: Settings, client: Client) -> None:
+    lookups = WindowLimiter(settings.lookups_per_minute, 60.0)
+
+    @app.get("/results/<entry_id>")
+    def result(entry_id: str) -> Answer:
+        if not lookups.allow(client_key()):
+            limit = {
+                "error": "too many lookups",
+                "limit_per_minute": settings.lookups_per_minute,
+            }
+            return limit, 429, {"Retry-After": "10"}
+        key = settings.queue.results_key(check_entry_id(entry_id))
+        stored, owner = client.hmget(key, [entry_id, owner_field(entry_id)])
+        # Another token's entry answers as a missing one: whether it exists is theirs.
+        if stored is None or not g.caller.may_read(owner):
+            return {
+                "error": "no result (yet) for this entry",
+                "entry_id": entry_id,
+            }, 404
+        return {"entry_id": entry_id, "result": json.loads(stored)}, 200
