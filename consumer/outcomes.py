@@ -25,17 +25,21 @@ from pipeline_core.wire import OWNER_FIELD, as_sent, dead_letter_fields, owner_f
 
 log = logging.getLogger(__name__)
 
-# Why Lua: the dead letter must be written exactly once. XACK answers 1 only to the
-# caller that removes the entry from the pending list; a MULTI cannot make the XADD
-# depend on that answer, so a retried or late MULTI (after another consumer finished the
-# entry) would add a second dead letter. The same XADD drops dead letters older than
-# DEAD_LETTER_MAX_AGE_S (MINID: by the time their IDs record). KEYS: stream, dead-letter
-# stream. ARGV: group, entry ID, the oldest ID to keep ("0" keeps all), fields...
+# Why Lua: the dead letter must be written exactly once, and never lost. Only an entry
+# still pending is moved (a late or retried attempt, after another consumer finished it,
+# finds it gone and writes nothing); a MULTI cannot branch on that read. The XADD comes
+# before the XACK: if Redis refuses it (the dead stream's IDs used up by another writer,
+# a wrong type), the script stops before the ack and the entry stays pending, not lost.
+# The same XADD drops dead letters older than DEAD_LETTER_MAX_AGE_S (MINID: by the time
+# their IDs record). KEYS: stream, dead-letter stream. ARGV: group, entry ID, the oldest
+# ID to keep ("0" keeps all), fields...
 DEAD_LETTER = """
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  return redis.call('XADD', KEYS[2], 'MINID', ARGV[3], '*', unpack(ARGV, 4))
+if not redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)[1] then
+  return false
 end
-return false
+local dead_id = redis.call('XADD', KEYS[2], 'MINID', ARGV[3], '*', unpack(ARGV, 4))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return dead_id
 """
 ERROR_LIMIT = 2000  # characters of a failure's text kept in its dead letter
 
