@@ -90,7 +90,7 @@ def main() -> int:
     worker = Worker(client, settings, TASKS, metrics, stopping, beacon)
     if settings.metrics_port:
         health.serve(
-            settings.metrics_port,
+            (settings.metrics_host, settings.metrics_port),
             REGISTRY,
             lambda: worker.progress_s,
             settings.stuck_after_s,
@@ -101,7 +101,7 @@ def main() -> int:
             "stream": settings.queue.stream,
             "group": settings.queue.group,
             "tasks": sorted(TASKS),
-            "metrics_port": settings.metrics_port,
+            "metrics": f"{settings.metrics_host}:{settings.metrics_port}",
         },
     )
     worker.run()

@@ -10,16 +10,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+# A connection that sends nothing (or too slowly) is dropped after this: a request
+# needs one line and a few headers. Each connection has its own thread, so a silent one
+# never delays /healthz; the timeout bounds how long it holds that thread.
+READ_TIMEOUT_S = 5.0
+LISTEN_BACKLOG = 1024
+
 
 def serve(
-    port: int,
+    address: tuple[str, int],
     registry: CollectorRegistry,
     last_progress_s: Callable[[], float],
     stuck_after_s: float,
 ) -> ThreadingHTTPServer:
-    """Start the endpoint in a daemon thread; returns the server (to shut it down)."""
+    """Start the endpoint in a daemon thread on (METRICS_HOST, METRICS_PORT); returns
+    the server (to shut it down)."""
 
     class Handler(BaseHTTPRequestHandler):  # http.server's extension point
+        timeout = (
+            READ_TIMEOUT_S  # socket timeout of each connection (StreamRequestHandler)
+        )
+
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._answer(200, CONTENT_TYPE_LATEST, generate_latest(registry))
@@ -42,8 +53,16 @@ def serve(
         def log_message(self, format: str, *args: object) -> None:
             pass  # probes every few seconds would flood the logs
 
-    server = ThreadingHTTPServer(
-        ("0.0.0.0", port), Handler
-    )  # reached from outside the pod
+    server = ThreadingHTTPServer(address, Handler, bind_and_activate=False)
+    server.daemon_threads = True  # a connection being read never holds up an exit
+    # socketserver listens with a backlog of 5: past that, new connections (a probe)
+    # wait for SYN retransmits, seconds, while slow ones are being accepted.
+    server.request_queue_size = LISTEN_BACKLOG
+    try:
+        server.server_bind()
+        server.server_activate()
+    except OSError:
+        server.server_close()
+        raise
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -30,14 +30,14 @@ log = logging.getLogger(__name__)
 # finds it gone and writes nothing); a MULTI cannot branch on that read. The XADD comes
 # before the XACK: if Redis refuses it (the dead stream's IDs used up by another writer,
 # a wrong type), the script stops before the ack and the entry stays pending, not lost.
-# The same XADD drops dead letters older than DEAD_LETTER_MAX_AGE_S (MINID: by the time
-# their IDs record). KEYS: stream, dead-letter stream. ARGV: group, entry ID, the oldest
-# ID to keep ("0" keeps all), fields...
+# Consumers never delete dead letters: the dispatcher trims them by age and counts it
+# (dispatcher/housekeeping.py). KEYS: stream, dead-letter stream. ARGV: group, entry
+# ID, fields...
 DEAD_LETTER = """
 if not redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)[1] then
   return false
 end
-local dead_id = redis.call('XADD', KEYS[2], 'MINID', ARGV[3], '*', unpack(ARGV, 4))
+local dead_id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return dead_id
 """
@@ -153,12 +153,7 @@ class Outcomes:
         )
         flat = [as_sent(item) for pair in fields.items() for item in pair]
         keys = [s.queue.stream, s.queue.dead_letter_stream]
-        args: list[EncodableT] = [
-            s.queue.group,
-            message.entry_id,
-            self._keep_dead_from(),
-            *flat,
-        ]
+        args: list[EncodableT] = [s.queue.group, message.entry_id, *flat]
         dead_id = self._dead_letter(keys=keys, args=args)
         if dead_id is None:
             return
@@ -166,11 +161,6 @@ class Outcomes:
         self.metrics.count(task, "dead_lettered")
         facts = {"entry_id": message.entry_id, "task": task, "error": fields["error"]}
         log.error("message dead-lettered", extra={**facts, "deliveries": count})
-
-    def _keep_dead_from(self) -> str:
-        """The oldest dead-letter ID to keep (our clock: a policy of days, not ms)."""
-        max_age_s = self.settings.dead_letter_max_age_s
-        return f"{int((time.time() - max_age_s) * 1000)}-0" if max_age_s else "0"
 
     def release(self, messages: list[Message]) -> int:
         """Hand unstarted entries back: claimable by any consumer at once, their

@@ -30,11 +30,9 @@ class Settings:
     task_timeout_s: float = 600.0
     result_ttl_s: int = 86_400
     result_max_bytes: int = 64 * 1024  # a larger result dead-letters its entry
-    # Dead letters older than this are dropped as new ones arrive (0: kept for ever,
-    # bounded only by the memory budget).
-    dead_letter_max_age_s: int = 14 * 86_400
     reconnect_max_delay_s: float = 5.0
     metrics_port: int = 9100
+    metrics_host: str = "0.0.0.0"  # the pod's address: Prometheus and the kubelet
     log_level: str = "INFO"
 
     @property
@@ -75,9 +73,6 @@ def from_env(env: Mapping[str, str]) -> Settings:
         trim_interval_ms=number(env, "TRIM_INTERVAL_MS", int, d.trim_interval_ms, 0),
         task_timeout_s=number(env, "TASK_TIMEOUT_S", float, d.task_timeout_s, 0.001),
         result_ttl_s=number(env, "RESULT_TTL_S", int, d.result_ttl_s, 1),
-        dead_letter_max_age_s=number(
-            env, "DEAD_LETTER_MAX_AGE_S", int, d.dead_letter_max_age_s, 0
-        ),
         result_max_bytes=number(
             env, "RESULT_MAX_BYTES", int, d.result_max_bytes, 4, 512 * 1024 * 1024
         ),
@@ -85,6 +80,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
             env, "RECONNECT_MAX_DELAY_S", float, d.reconnect_max_delay_s, 0.01
         ),
         metrics_port=number(env, "METRICS_PORT", int, d.metrics_port, 0, 65535),
+        metrics_host=text(env, "METRICS_HOST", d.metrics_host),
         log_level=log_level(env, d.log_level),
     )
     if settings.socket_timeout_s * 1000 <= settings.block_ms:

@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline_core.connection import RedisSettings, redis_from_env
+from pipeline_core.dead_letters import DEFAULT_MAX_AGE_S
 from pipeline_core.env import (
     SettingsError,
     flag,
@@ -47,6 +48,9 @@ class Settings:
     lookups_per_minute: int = 600
     memory_budget_bytes: int = 0
     memory_budget_ratio: float = 0.8
+    # Dead letters older than this are deleted, by the dispatcher (housekeeping.py),
+    # once a minute (0: kept for ever, bounded only by the memory budget).
+    dead_letter_max_age_s: int = DEFAULT_MAX_AGE_S
     socket_timeout_s: float = 5.0
     # Stream-state reads at scrape time give up after this; they never fail a scrape.
     state_timeout_s: float = 0.5
@@ -87,6 +91,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
         ),
         memory_budget_ratio=number(
             env, "MEMORY_BUDGET_RATIO", float, d.memory_budget_ratio, 0.05, 1.0
+        ),
+        dead_letter_max_age_s=number(
+            env, "DEAD_LETTER_MAX_AGE_S", int, d.dead_letter_max_age_s, 0
         ),
         socket_timeout_s=number(
             env, "SOCKET_TIMEOUT_S", float, d.socket_timeout_s, 0.1

@@ -80,7 +80,37 @@ def _families(state: GroupState | None, took_s: float) -> list[GaugeMetricFamily
     took.add_metric([], took_s)
     if state is None:
         return [up, took]
-    return [up, took, *_state_families(state)]
+    return [
+        up,
+        took,
+        *_state_families(state),
+        *_tamper_families(state),
+    ]
+
+
+def _tamper_families(state: GroupState) -> list[GaugeMetricFamily]:
+    """What ACLs cannot refuse, detected (docs/security.md): work or dead letters
+    deleted by someone else, and dead-letter IDs written by someone else."""
+    return [
+        GaugeMetricFamily(
+            "pipeline_stream_unfinished_deleted",
+            "Entries pending or never delivered that are gone from the stream (not by "
+            "our trimming): XADD/XTRIM MAXLEN or XDEL by someone else.",
+            value=state.unfinished_deleted,
+        ),
+        GaugeMetricFamily(
+            "pipeline_dead_letters_deleted_elsewhere",
+            "Dead letters gone that replay, purge and trimming by age did not delete "
+            "(they count what they delete): XADD ... MAXLEN on the dead-letter stream.",
+            value=state.dead_letters_deleted_elsewhere,
+        ),
+        GaugeMetricFamily(
+            "pipeline_dead_letter_last_id_ahead_seconds",
+            "How far the dead-letter stream's last ID is past Redis's clock: someone "
+            "wrote IDs of their own there (at the largest, no dead letter fits).",
+            value=state.dead_last_id_ahead_s,
+        ),
+    ]
 
 
 def _state_families(state: GroupState) -> list[GaugeMetricFamily]:

@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
 from dispatcher.app import create_app
 from dispatcher.console import start_sampler
+from dispatcher.housekeeping import start_housekeeper
 from dispatcher.settings import Settings, from_env
 from dispatcher.stream_state import StreamStateCollector
 from pipeline_core.connection import NO_RETRY, Client, connect
@@ -50,8 +51,10 @@ def create() -> Flask:
         served.register(state)
         client = connect_dispatcher(settings)
         start_sampler(settings, client)  # the console chart's history, in Redis
+        start_housekeeper(client, settings.queue, settings.dead_letter_max_age_s)
         return create_app(settings, client, CollectorRegistry(), served)
     REGISTRY.register(state)
     client = connect_dispatcher(settings)
     start_sampler(settings, client)
+    start_housekeeper(client, settings.queue, settings.dead_letter_max_age_s)
     return create_app(settings, client, REGISTRY)

@@ -95,7 +95,10 @@ class Stack:
         """A consumer named `name`; `env` adds to (or overrides, REDIS_URL included)
         the stack's consumer settings; `prefix` wraps the command. The supervisor
         restarts it the same way."""
-        settings = {"METRICS_PORT": "0", "REDIS_URL": self.url, **self.consumer_env}
+        settings = {
+            "METRICS_PORT": "0", "METRICS_HOST": "127.0.0.1", "REDIS_URL": self.url,
+            **self.consumer_env,
+        }  # fmt: skip
         settings |= {**env, "CONSUMER_NAME": name}
         service = Service(self.consumer_module, settings, self._log(name), prefix)
         with self._lock:

@@ -12,15 +12,30 @@ from pipeline_core.wire import DEAD_LETTER_FIELDS, ENTRY_ID, stream_entries
 
 PAGE = 1000  # entries a XRANGE reply carries while scanning
 
+DEFAULT_MAX_AGE_S = 14 * 86_400  # DEAD_LETTER_MAX_AGE_S: dead letters kept this long
+AUDIT_FIELD = "dead_deleted"  # in Queue.audit_key: dead letters we deleted, ever
+
+# Every deletion of dead letters by us (replay, purge, trimming by age) counts itself in
+# Queue.audit_key, in the same script. Consumers only append dead letters and cannot
+# write that hash, so dead letters gone from the stream beyond that count (entries ever
+# added - length - count) were deleted by someone else: XADD ... MAXLEN 0 with a stolen
+# consumer password, which no ACL refuses (docs/security.md). The state reader reports
+# them; an alert fires.
+
 # Why Lua: a replay must move the entry exactly once. A MULTI of XADD + XDEL would add
 # a second copy when two operators replay the same dead letter at once; here the XADD
-# happens only if this call's XDEL removed it. KEYS: stream, dead-letter stream.
-# ARGV: the dead letter's ID, then the names of the fields to strip.
-REPLAY = """
+# happens only if this call's XDEL removed it. The shebang makes Redis refuse the whole
+# script at maxmemory (rather than fail at the XADD, after the XDEL). KEYS: stream,
+# dead-letter stream, audit hash. ARGV: the dead letter's ID, the fields to strip.
+REPLAY = (
+    """#!lua
 local entry = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])[1]
 if not entry or redis.call('XDEL', KEYS[2], ARGV[1]) == 0 then
   return false
 end
+redis.call('HINCRBY', KEYS[3], '"""
+    + AUDIT_FIELD
+    + """', 1)
 local strip, fields = {}, {}
 for i = 2, #ARGV do strip[ARGV[i]] = true end
 for i = 1, #entry[2], 2 do
@@ -31,6 +46,7 @@ for i = 1, #entry[2], 2 do
 end
 return redis.call('XADD', KEYS[1], '*', unpack(fields))
 """
+)
 
 
 class NoSuchDeadLetterError(LookupError):
@@ -99,7 +115,7 @@ def replay(
     """Move each dead letter back onto the stream as a new entry (fresh deliveries);
     one that another replay moved first is left out."""
     script = client.register_script(REPLAY)
-    keys = [queue.stream, queue.dead_letter_stream]
+    keys = [queue.stream, queue.dead_letter_stream, queue.audit_key]
     moved = []
     for letter in chosen:
         new_id = script(keys=keys, args=[letter["dead_id"], *DEAD_LETTER_FIELDS])
@@ -108,12 +124,52 @@ def replay(
     return moved
 
 
+# Deleting frees memory, so it runs at maxmemory too (allow-oom); the count it adds is
+# one hash field. KEYS: dead-letter stream, audit hash. ARGV: IDs. Returns how many.
+PURGE = (
+    """#!lua flags=allow-oom
+local removed = redis.call('XDEL', KEYS[1], unpack(ARGV))
+if removed > 0 then
+  redis.call('HINCRBY', KEYS[2], '"""
+    + AUDIT_FIELD
+    + """', removed)
+end
+return removed
+"""
+)
+
+# Trimming by age, by Redis's clock (TIME), counted like any deletion of ours.
+# KEYS: dead-letter stream, audit hash. ARGV: DEAD_LETTER_MAX_AGE_S.
+TRIM_BY_AGE = (
+    """#!lua flags=allow-oom
+local now = redis.call('TIME')
+local floor = (tonumber(now[1]) - tonumber(ARGV[1])) * 1000
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-0', floor))
+if removed > 0 then
+  redis.call('HINCRBY', KEYS[2], '"""
+    + AUDIT_FIELD
+    + """', removed)
+end
+return removed
+"""
+)
+
+
+def trim_by_age(client: Client, queue: Queue, max_age_s: int) -> int:
+    """Delete the dead letters older than `max_age_s`; how many went."""
+    script = client.register_script(TRIM_BY_AGE)
+    keys = [queue.dead_letter_stream, queue.audit_key]
+    return int(script(keys=keys, args=[max_age_s]))
+
+
 def purge(client: Client, queue: Queue, chosen: list[dict[str, Any]]) -> int:
+    """Delete dead letters for good, counted (AUDIT_FIELD)."""
     ids = [letter["dead_id"] for letter in chosen]
+    script = client.register_script(PURGE)
+    keys = [queue.dead_letter_stream, queue.audit_key]
     removed = 0
     for first in range(0, len(ids), 500):
-        batch = ids[first : first + 500]
-        removed += int(client.xdel(queue.dead_letter_stream, *batch))
+        removed += int(script(keys=keys, args=ids[first : first + 500]))
     return removed
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from pipeline_core.connection import Client, queue_node
+from pipeline_core.dead_letters import AUDIT_FIELD
 from pipeline_core.keys import Queue
 from pipeline_core.wire import entry_ms, stream_entries
 
@@ -63,6 +64,13 @@ class GroupState:
     last_generated_id: str | None = None
     last_delivered_id: str | None = None
     last_id_ahead_s: float = 0.0  # how far the last ID is past Redis's clock
+    entries_added: int = 0  # ever, by XADD (XINFO STREAM)
+    entries_read: int | None = None  # by the group, ever (None: Redis cannot tell)
+    max_deleted_id: str | None = None  # the newest entry XDEL ever deleted
+    oldest_pending_id: str | None = None
+    dead_entries_added: int = 0
+    dead_deleted_by_us: int = 0  # replay, purge and trimming by age count themselves
+    dead_last_id_ahead_s: float = 0.0
     other_groups: tuple[OtherGroup, ...] = ()
     now_s: float = 0.0  # Redis's clock when read
 
@@ -76,8 +84,45 @@ class GroupState:
         """The stream's last ID is the largest possible: XADD * fails for good."""
         return self.last_generated_id == MAX_ID
 
+    @property
+    def unfinished_deleted(self) -> int:
+        """Entries the group had not finished that are gone from the stream: deleted by
+        something else than our trimming, which removes only entries delivered and no
+        longer pending (XADD/XTRIM MAXLEN, XDEL by hand). Entries ever removed (added -
+        length) beyond those the group finished (read - pending); or, when Redis cannot
+        count what the group read, an XDEL at or past a pending or undelivered entry."""
+        if not self.group_exists:
+            return 0
+        if self.entries_read is not None:
+            removed = self.entries_added - self.length
+            return max(0, removed - (self.entries_read - self.pending))
+        deleted = id_key(self.max_deleted_id)
+        pending = self.oldest_pending_id
+        return int(
+            deleted != (0, 0)
+            and (
+                deleted > id_key(self.last_delivered_id)
+                or (pending is not None and deleted >= id_key(pending))
+            )
+        )
+
+    @property
+    def dead_letters_deleted_elsewhere(self) -> int:
+        """Dead letters gone from their stream that we did not delete: consumers only
+        append there; our deletions count themselves (pipeline_core.dead_letters)."""
+        removed = self.dead_entries_added - self.dead_letters
+        return max(0, removed - self.dead_deleted_by_us)
+
     def active_consumers(self, within_s: float) -> int:
         return sum(1 for c in self.consumers if c.idle_s < within_s)
+
+
+def id_key(entry_id: str | None) -> tuple[int, int]:
+    """An entry ID as a pair that orders like the IDs; None as 0-0."""
+    if not entry_id:
+        return (0, 0)
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms), int(seq or 0))
 
 
 def age_s(entry_id: str | None, now_s: float) -> float | None:
@@ -94,21 +139,24 @@ def read_group_state(client: Client, queue: Queue) -> GroupState:
     with client.pipeline(transaction=False) as pipe:
         pipe.xinfo_stream(queue.stream)
         pipe.xinfo_groups(queue.stream)
-        pipe.xlen(queue.dead_letter_stream)
-        info, groups, dead = pipe.execute(raise_on_error=False)
-    _raise_if_error(groups if not _no_such_key(groups) else None, dead)
+        pipe.xinfo_stream(queue.dead_letter_stream)
+        pipe.hget(queue.audit_key, AUDIT_FIELD)
+        info, groups, dead, ours = pipe.execute(raise_on_error=False)
+    _raise_if_error(groups if not _no_such_key(groups) else None, ours)
     # TIME names no key: a cluster pipeline refuses it, so it goes to the queue's node.
     seconds, microseconds = queue_node(client, queue).time()
     now_s = seconds + microseconds / 1e6
-    state = GroupState(dead_letters=_int(dead), now_s=now_s)
+    ours_n = int(ours) if isinstance(ours, str) and ours.isdigit() else 0
+    state = _with_dead(GroupState(now_s=now_s, dead_deleted_by_us=ours_n), dead)
     if _no_such_key(info):  # no stream: nothing dispatched yet
         return state
     _raise_if_error(info)
     last_id = str_or_none(info["last-generated-id"])
-    ahead = entry_ms(last_id) / 1000 - now_s if last_id else 0.0
     state = replace(
         state, stream_exists=True, length=int(info["length"]),
-        last_generated_id=last_id, last_id_ahead_s=max(0.0, ahead),
+        last_generated_id=last_id, last_id_ahead_s=_ahead_s(last_id, now_s),
+        max_deleted_id=str_or_none(info.get("max-deleted-entry-id")),
+        entries_added=int(info.get("entries-added") or 0),
         other_groups=tuple(_other(g) for g in groups if g["name"] != queue.group),
     )  # fmt: skip
     row = _group_row(groups, queue.group)
@@ -117,6 +165,26 @@ def read_group_state(client: Client, queue: Queue) -> GroupState:
         oldest = age_s(first[0] if first else None, now_s)
         return replace(state, lag=state.length, oldest_undelivered_age_s=oldest)
     return _with_group(client, queue, row, state)
+
+
+def _with_dead(state: GroupState, info: object) -> GroupState:
+    """The dead-letter stream's length, newest deleted ID and last ID (XINFO STREAM)."""
+    if _no_such_key(info):  # no dead letter yet
+        return state
+    if not isinstance(info, dict):
+        _raise_if_error(info)
+        return state
+    return replace(
+        state, dead_letters=int(info["length"]),
+        dead_entries_added=int(info.get("entries-added") or 0),
+        dead_last_id_ahead_s=_ahead_s(
+            str_or_none(info["last-generated-id"]), state.now_s
+        ),
+    )  # fmt: skip
+
+
+def _ahead_s(last_id: str | None, now_s: float) -> float:
+    return max(0.0, entry_ms(last_id) / 1000 - now_s) if last_id else 0.0
 
 
 def read_backlog(client: Client, queue: Queue) -> int:
@@ -150,10 +218,12 @@ def _with_group(
         state, group_exists=True, lag=lag, lag_source=source, pending=pending,
         consumers=tuple(_consumer(c) for c in consumers),
         oldest_pending_age_s=age_s(oldest_pending, state.now_s),
+        oldest_pending_id=oldest_pending,
         oldest_undelivered_age_s=age_s(
             undelivered[0][0] if undelivered else None, state.now_s
         ),
         last_delivered_id=delivered,
+        entries_read=_int_or_none(row.get("entries-read")),
     )  # fmt: skip
 
 
@@ -208,6 +278,10 @@ def _int(reply: object) -> int:
     if isinstance(reply, Exception):
         raise reply
     return reply if isinstance(reply, int) else 0
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) else None
 
 
 def str_or_none(value: object) -> str | None:

@@ -67,6 +67,12 @@ class Queue:
     def results_pattern(self) -> str:
         return self.key("results:*")
 
+    @property
+    def audit_key(self) -> str:
+        """A hash only the dispatcher and operators write: the newest dead-letter ID
+        they deleted (replay, purge), so deletions by anyone else show (alerts)."""
+        return self.key("audit")
+
     def foreign_keys(self) -> list[str]:
         """Keys this queue names outside the stream's slot (a cluster refuses them)."""
         home = slot(self.stream)

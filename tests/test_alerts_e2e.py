@@ -142,6 +142,9 @@ def test_alerts_about_waiting_work_and_foreign_writers_fire(quiet: Watched) -> N
     status, body = call(f"{quiet.stack.base_url}/dispatch", {"num_messages": 1})
     assert (status, body["error"]) == (507, "redis memory over budget")
     client.config_set("maxmemory", 0)
+    # Waiting work wiped by a stolen password (XTRIM MAXLEN: no ACL refuses it).
+    client.xtrim(STREAM, maxlen=0)
+    fires(prometheus, "PipelineWorkDeleted")
     # Redis gone, then the dispatcher gone: the state cannot be read, then not scraped.
     quiet.redis.kill()
     fires(prometheus, "PipelineRedisUnreachable")
@@ -179,8 +182,13 @@ def test_alerts_about_failing_work_and_a_refusing_redis_fire(
     eventually(lambda: client.xlen(DEAD) == 0 and _drained(client))
     deadline = time.monotonic() + 6  # two evaluations past the scrape of the replay
     while time.monotonic() < deadline:
-        assert "PipelineDeadLetters" not in firing(prometheus)
+        assert not {"PipelineDeadLetters", "PipelineDeadLettersDeleted"} & firing(
+            prometheus
+        )  # the replay counted the dead letter it deleted
         time.sleep(0.5)
+    # A dead letter, then all wiped as a stolen consumer password can (XADD MAXLEN 0).
+    client.xadd(DEAD, {"task": "demo", "payload": "{}", "error": "x"}, maxlen=0)
+    fires(prometheus, "PipelineDeadLettersDeleted")
     _results_dropped(busy)
     fires(prometheus, "PipelineResultsDropped")
     client.delete(STREAM)  # the group with it: consumers create it again, and say so
@@ -212,7 +220,7 @@ SEEN_FIRING = {  # by the two tests above, in order
     "PipelineOtherGroupHoldsTheStream", "PipelineMemoryNearBudget",
     "PipelineMemoryOverBudget", "PipelineRedisUnreachable", "PipelineStateNotScraped",
     "PipelineDeadLetters", "PipelineResultsDropped", "PipelineGroupRecreated",
-    "PipelineRedisRefusing",
+    "PipelineRedisRefusing", "PipelineWorkDeleted", "PipelineDeadLettersDeleted",
 }  # fmt: skip
 
 

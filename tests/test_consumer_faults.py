@@ -5,7 +5,6 @@ undecodable entries are contained, and the odd task cannot fool the loop."""
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -267,17 +266,6 @@ def test_a_stop_during_a_long_task_releases_its_batch_mates_at_once(
         release_task.set()
         thread.join(timeout=5)
     assert [p["message_id"] for p in pending(r)] == ids[1:]
-
-
-def test_dead_letters_older_than_their_max_age_go_as_new_ones_arrive(
-    r: redis.Redis,
-) -> None:
-    old = f"{int((time.time() - 7200) * 1000)}-0"  # two hours ago
-    r.xadd(DEAD, {"task": "x", "payload": "{}", "error": "old"}, id=old)
-    worker = make_worker(r, {}, dead_letter_max_age_s=3600)
-    entry_id = add_entry(r, "no.such.task")
-    worker.poll_once()
-    assert [d["source_id"] for d in dead_letters(r)] == [entry_id]
 
 
 def test_result_and_ack_go_together_or_not_at_all(own: redis.Redis) -> None:

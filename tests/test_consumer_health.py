@@ -1,6 +1,7 @@
 """The consumer's /healthz (liveness: the loop makes progress) and /metrics endpoint."""
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +20,9 @@ def endpoint() -> Iterator[tuple[str, list[float]]]:
     Counter("consumer_example", "An example.", registry=registry).inc()
     progress = [time.monotonic()]
     port = free_port()
-    server = health.serve(port, registry, lambda: progress[0], stuck_after_s=60)
+    server = health.serve(
+        ("127.0.0.1", port), registry, lambda: progress[0], stuck_after_s=60
+    )
     yield f"http://127.0.0.1:{port}", progress
     server.shutdown()
     server.server_close()
@@ -58,3 +61,41 @@ def test_metrics_are_served_beside_it(endpoint: tuple[str, list[float]]) -> None
     assert status == 200
     assert b"consumer_example_total 1.0" in body
     assert get(f"{url}/other")[0] == 404
+
+
+def test_listener_binds_the_configured_host_only(
+    endpoint: tuple[str, list[float]],
+) -> None:
+    url, _ = endpoint
+    port = int(url.rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        # 127.0.0.2 is loopback too, but not the address bound.
+        assert probe.connect_ex(("127.0.0.2", port)) != 0
+
+
+def test_silent_and_slow_connections_neither_starve_healthz_nor_stay_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(health, "READ_TIMEOUT_S", 1.0)
+    port = free_port()
+    server = health.serve(
+        ("127.0.0.1", port), CollectorRegistry(), time.monotonic, stuck_after_s=60
+    )
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+    try:
+        for connection in slow:  # a request line, never finished
+            connection.sendall(b"GET /healthz HTTP/1.1\r\nX-a: ")
+        started = time.monotonic()
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        assert time.monotonic() - started < 1.0
+        for connection in idle[:20] + slow[:20]:  # dropped by the server, in time
+            connection.settimeout(10)
+            assert connection.recv(1) == b""
+        assert time.monotonic() - started < 10
+    finally:
+        for connection in idle + slow:
+            connection.close()
+        server.shutdown()
+        server.server_close()

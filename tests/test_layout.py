@@ -67,3 +67,20 @@ def test_layout_readme_links_point_at_files_that_exist() -> None:
 def _links(text: str) -> list[str]:
     found = re.findall(r"\]\(([^)#][^)]*)\)", text)
     return [link for link in found if not link.startswith("http")]
+
+
+# A variable read through the shared reader (pipeline_core/env.py) or os.environ.
+ENV_READ = re.compile(r'(?:env, |environ\.get\(|environ\[)"([A-Z][A-Z0-9_]+)"')
+
+
+def test_layout_every_variable_a_service_reads_is_in_the_configuration_doc() -> None:
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    read = {
+        name
+        for package in ("pipeline_core", "dispatcher", "consumer", "cli")
+        for path in modules(package)
+        for name in ENV_READ.findall(path.read_text())
+    }
+    assert len(read) > 30  # the pattern still finds them
+    missing = sorted(name for name in read if f"`{name}`" not in documented)
+    assert not missing, f"docs/configuration.md lacks {missing}"

@@ -57,7 +57,15 @@ MATRIX = [
     ("dispatcher", "SET {tasks}:dead x", False),
     ("dispatcher", "XDEL {tasks}:dead 1-0", True),  # purge, and replay's script
     ("dispatcher", "XDEL tasks 1-0", False),
-    ("dispatcher", "EVALSHA 0123 2 tasks {tasks}:dead 1-0 source_id", True),  # replay
+    ("dispatcher", "EVALSHA 0123 3 tasks {tasks}:dead {tasks}:audit 1-0 x", True),
+    ("dispatcher", "EVALSHA 0123 2 {tasks}:dead {tasks}:audit 1-0", True),  # purge
+    ("dispatcher", "HINCRBY {tasks}:audit dead_deleted 1", True),
+    ("dispatcher", "HGET {tasks}:audit dead_deleted", True),
+    ("dispatcher", "SET {tasks}:housekeeping:lock 1 NX PX 55000", True),
+    ("dispatcher", "XTRIM {tasks}:dead MINID 1-0", True),  # trimming by age, scripted
+    ("consumer", "HINCRBY {tasks}:audit dead_deleted 9", False),
+    ("consumer", "HSET {tasks}:audit dead_deleted 9", False),
+    ("consumer", "EVALSHA 0123 2 {tasks}:dead {tasks}:audit 1-0", False),
     ("dispatcher", "EVALSHA 0123 1 tasks workers c 3600000", True),  # safe prune
     ("dispatcher", "EVALSHA 0123 1 {tasks}:results:1", False),
     ("dispatcher", "EVAL return 1 0", False),
@@ -65,7 +73,8 @@ MATRIX = [
     ("dispatcher", "XGROUP DELCONSUMER tasks workers c", True),
     ("dispatcher", "XGROUP DESTROY tasks workers", False),
     ("dispatcher", "XGROUP SETID tasks workers 0", False),
-    ("dispatcher", "XTRIM {tasks}:dead MAXLEN 0", False),
+    ("dispatcher", "XTRIM {tasks}:dead MAXLEN 0", True),  # detected, not refused
+    ("dispatcher", "XTRIM tasks MAXLEN 0", False),
     ("dispatcher", "DEL {tasks}:dead", False),
     ("dispatcher", "XAUTOCLAIM tasks workers c 0 0-0", False),
     ("consumer", "XREADGROUP GROUP workers c COUNT 1 STREAMS tasks >", True),
@@ -231,7 +240,8 @@ def test_services_work_end_to_end_with_their_own_users_and_leak_no_secret(
     }, tmp_path / "dispatcher.log")  # fmt: skip
     consumer = Service("consumer", common | {
         "REDIS_USERNAME": "consumer", "REDIS_PASSWORD_FILE": str(files / "consumer"),
-        "METRICS_PORT": str(metrics_port), "TASK_MODULES": "tests.e2e_tasks",
+        "METRICS_PORT": str(metrics_port), "METRICS_HOST": "127.0.0.1",
+        "TASK_MODULES": "tests.e2e_tasks",
         "MAX_DELIVERIES": "1",
     }, tmp_path / "consumer.log")  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -419,6 +429,8 @@ def test_console_acts_with_the_dispatcher_users_rights_alone(
                 "Kept &#39;gone&#39;" in page
             )  # the script ran; it was not idle an hour
             assert admin.xlen("tasks") == 1 and admin.xlen("{tasks}:dead") == 1
+            # Both deletions recorded, so the tamper gauge stays quiet (test_tamper.py)
+            assert admin.hget("{tasks}:audit", "dead_deleted") == "2"
             eventually(lambda: admin.xlen("{tasks}:stats") >= 1, timeout_s=15)
         finally:
             dispatcher.stop()

@@ -103,6 +103,7 @@ def test_consumer_settings_defaults_follow_the_contract() -> None:
     s = consumer_settings.from_env({})
     assert (s.max_deliveries, s.claim_idle_ms) == (5, 30_000)
     assert (s.metrics_port, s.log_level, s.task_modules) == (9100, "INFO", ())
+    assert s.metrics_host == "0.0.0.0"  # the pod's address: Prometheus, the kubelet
     assert s.consumer_name.endswith(f"-{os.getpid()}")
     assert s.batch_size is None  # adaptive (consumer/batching.py)
 
@@ -110,9 +111,11 @@ def test_consumer_settings_defaults_follow_the_contract() -> None:
 def test_consumer_settings_read_the_environment() -> None:
     s = consumer_settings.from_env(
         {"CONSUMER_NAME": "pod-a", "TASK_MODULES": "app.tasks, app.more ,",
-         "MAX_DELIVERIES": "2", "LOG_LEVEL": "debug", "BATCH_SIZE": "25"}
+         "MAX_DELIVERIES": "2", "LOG_LEVEL": "debug", "BATCH_SIZE": "25",
+         "METRICS_HOST": "127.0.0.1"}
     )  # fmt: skip
     assert (s.consumer_name, s.task_modules) == ("pod-a", ("app.tasks", "app.more"))
+    assert s.metrics_host == "127.0.0.1"
     assert (s.max_deliveries, s.log_level, s.batch_size) == (2, "DEBUG", 25)
 
 
