@@ -217,11 +217,12 @@ def test_images_process_the_seeds_curl(stack: Stack) -> None:
 
 def test_images_pipeline_status_runs_in_a_consumer(stack: Stack) -> None:
     consumer = stack.consumers[0]
-    # As an operator would: the operator user, its password on stdin (never in argv).
+    # As docs/deployment.md says (kubectl exec -i ... -- env ...): the operator user,
+    # its password on stdin (never in argv).
     done = podman(
-        "exec", "-i", "-e", "REDIS_USERNAME=operator", "-e",
-        "REDIS_PASSWORD_FILE=/dev/stdin", consumer.container, "pipeline", "status",
-        "--json", stdin=stack.operator_password,
+        "exec", "-i", consumer.container, "env", "REDIS_USERNAME=operator",
+        "REDIS_PASSWORD_FILE=/dev/stdin", "pipeline", "status", "--json",
+        stdin=stack.operator_password,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     status = json.loads(done.stdout)

@@ -396,3 +396,19 @@ def mebibytes(quantity: str) -> int:
     """A Kubernetes memory quantity in MiB (the Mi and Gi forms the manifests use)."""
     units = {"Mi": 1, "Gi": 1024}
     return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_the_documented_redis_cli_command_finds_the_operator_password_alone() -> None:
+    """docs/deployment.md runs redis-cli in redis-0 with the password at
+    /etc/redis-passwords/operator: mounted there, and no other role's beside it."""
+    documented = (ROOT / "docs" / "deployment.md").read_text()
+    command = re.search(r"exec -it redis-0 -- sh -c \\\n\s+'([^']+)'", documented)
+    assert command and "$(cat /etc/redis-passwords/operator)" in command.group(1)
+    spec = find(DOCS, "StatefulSet", "redis")["spec"]["template"]["spec"]
+    [redis] = spec["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in redis["volumeMounts"]}
+    volume = next(
+        v for v in spec["volumes"] if v["name"] == mounts["/etc/redis-passwords"]
+    )
+    assert volume["secret"]["secretName"] == "redis-passwords"
+    assert volume["secret"]["items"] == [{"key": "operator", "path": "operator"}]
