@@ -143,7 +143,7 @@ def test_alerts_about_waiting_work_and_foreign_writers_fire(quiet: Watched) -> N
     assert (status, body["error"]) == (507, "redis memory over budget")
     client.config_set("maxmemory", 0)
     # Waiting work wiped by a stolen password (XTRIM MAXLEN: no ACL refuses it).
-    client.xtrim(STREAM, maxlen=0)
+    client.xtrim(STREAM, maxlen=0, approximate=False)
     fires(prometheus, "PipelineWorkDeleted")
     # Redis gone, then the dispatcher gone: the state cannot be read, then not scraped.
     quiet.redis.kill()

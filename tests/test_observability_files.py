@@ -115,3 +115,10 @@ def _metric_source() -> str:
         "dispatcher/stream_state.py",
     ]
     return "\n".join(Path(ROOT, f).read_text() for f in files)
+
+
+def test_operations_doc_lists_every_shipped_alert() -> None:
+    documented = (ROOT / "docs" / "operations.md").read_text()
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    missing = [r["alert"] for r in rules if f"| {r['alert']}" not in documented]
+    assert not missing, f"docs/operations.md's alert table lacks {missing}"

@@ -129,3 +129,27 @@ def test_trimming_by_age_runs_at_maxmemory_and_replay_is_refused_whole(
         assert r.xlen(DEAD) == 1  # the dead letter was not deleted without its copy
     finally:
         r.config_set("maxmemory", 0)
+
+
+def test_the_documented_reset_clears_both_counts(r: redis.Redis) -> None:
+    """docs/operations.md, 'After a tampering alert', step by step."""
+    [add_entry(r, "demo") for _ in range(4)]
+    r.xgroup_create(STREAM, GROUP, "0")
+    deliver_to(r, "c1", count=2)
+    r.xtrim(STREAM, maxlen=1, approximate=False)  # 3 gone: 2 pending, 1 never delivered
+    add_entry(r, "demo")
+    assert state(r).unfinished_deleted == 3
+    # The consumers' reclaim drops pending entries found deleted (after CLAIM_IDLE_MS).
+    r.xautoclaim(STREAM, GROUP, "c2", 0, "0-0")
+    assert state(r).pending == 0
+    info, [group] = r.xinfo_stream(STREAM), r.xinfo_groups(STREAM)
+    delivered = group["last-delivered-id"]
+    lag = len(r.xrange(STREAM, min=f"({delivered}", max="+", count=100_000))
+    r.xgroup_setid(STREAM, GROUP, delivered, entries_read=info["entries-added"] - lag)
+    assert state(r).unfinished_deleted == 0
+    [r.xadd(DEAD, {"task": "demo"}) for _ in range(2)]
+    r.xadd(DEAD, {"task": "x"}, maxlen=0)
+    missing = state(r).dead_letters_deleted_elsewhere
+    assert missing == 3
+    r.hincrby(QUEUE.audit_key, dead_letters.AUDIT_FIELD, missing)
+    assert gauges(r)["pipeline_dead_letters_deleted_elsewhere"] == 0
