@@ -13,6 +13,7 @@ from dispatcher import housekeeping
 from dispatcher.stream_state import StreamStateCollector
 from pipeline_core import dead_letters
 from pipeline_core.group_state import GroupState, read_group_state
+from pipeline_core.wire import stream_entries
 from tests.factories import DEAD, GROUP, QUEUE, STREAM, add_entry, deliver_to
 
 DAY_MS = 86_400_000
@@ -131,6 +132,10 @@ def test_trimming_by_age_runs_at_maxmemory_and_replay_is_refused_whole(
         r.config_set("maxmemory", 0)
 
 
+def entries_after(r: redis.Redis, entry_id: str) -> list[tuple[str, dict[str, str]]]:
+    return stream_entries(r.xrange(STREAM, min=f"({entry_id}", max="+", count=100_000))
+
+
 def test_the_documented_reset_clears_both_counts(r: redis.Redis) -> None:
     """docs/operations.md, 'After a tampering alert', step by step."""
     [add_entry(r, "demo") for _ in range(4)]
@@ -144,7 +149,7 @@ def test_the_documented_reset_clears_both_counts(r: redis.Redis) -> None:
     assert state(r).pending == 0
     info, [group] = r.xinfo_stream(STREAM), r.xinfo_groups(STREAM)
     delivered = group["last-delivered-id"]
-    lag = len(r.xrange(STREAM, min=f"({delivered}", max="+", count=100_000))
+    lag = len(entries_after(r, delivered))
     r.xgroup_setid(STREAM, GROUP, delivered, entries_read=info["entries-added"] - lag)
     assert state(r).unfinished_deleted == 0
     [r.xadd(DEAD, {"task": "demo"}) for _ in range(2)]
