@@ -140,6 +140,21 @@ def test_dead_list_and_show_filter_and_parse(
     assert code == 2 and "no dead letter 1-1" in err
 
 
+def test_rich_markup_in_redis_text_is_printed_as_text_never_read(
+    env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A payload key or error holding rich markup neither crashes the table ('[/bold]'
+    closes nothing) nor plants a terminal hyperlink ('[link=...]')."""
+    planted = "[link=https://evil.example]click[/link] [/bold]"
+    dead_id = dead_letter(env, "[/bold]", planted, {"[/bold]": planted})
+    for argv in (("dead", "list"), ("dead", "show", dead_id)):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, (argv, err)
+        assert "\x1b]8;" not in out  # no OSC 8 hyperlink escape
+    _, listed, _ = run(capsys, "dead", "list")
+    assert "[/bold]" in listed and "[link=https://evil.example]" in listed
+
+
 def test_dead_replay_moves_each_letter_once_with_a_fresh_delivery_count(
     env: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
