@@ -8,7 +8,13 @@ from typing import Any
 import orjson
 
 from consumer.errors import InvalidMessageError
-from pipeline_core.wire import TASK_FIELD, entry_ms, stream_entries
+from pipeline_core.wire import (
+    ENTRY_ID,
+    TASK_FIELD,
+    TASK_ID_FIELD,
+    entry_ms,
+    stream_entries,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +23,13 @@ class Message:
     fields: dict[str, str]
     deliveries: int  # how many times Redis has delivered this entry, this time included
     task: str = ""
+
+    @property
+    def task_id(self) -> str:
+        """The task's ID: its first entry's, kept across re-queues (TASK_ID_FIELD);
+        a foreign value there is ignored."""
+        given = self.fields.get(TASK_ID_FIELD)
+        return given if given and ENTRY_ID.fullmatch(given) else self.entry_id
 
     @property
     def enqueued_s(self) -> float:

@@ -4,13 +4,14 @@ ack           result stored and XACK, together (one MULTI per lot)
 failed        left pending for a retry through reclaim, or dead-lettered when out of
               deliveries
 dead_letter   moved to the dead-letter stream with the reason (exactly once)
+cancelled     acknowledged unrun: cancelled before it started (DELETE /tasks/<id>)
 release       handed back unstarted (on stop) for any consumer to take at once
 """
 
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import redis
 from redis.typing import EncodableT, FieldT
@@ -21,6 +22,7 @@ from consumer.ownership import Ownership
 from consumer.settings import Settings
 from pipeline_core.connection import Client
 from pipeline_core.replies import reason
+from pipeline_core.task_state import CANCELS, failed_record
 from pipeline_core.wire import OWNER_FIELD, as_sent, dead_letter_fields, owner_field
 
 log = logging.getLogger(__name__)
@@ -31,40 +33,52 @@ log = logging.getLogger(__name__)
 # before the XACK: if Redis refuses it (the dead stream's IDs used up by another writer,
 # a wrong type), the script stops before the ack and the entry stays pending, not lost.
 # Consumers never delete dead letters: the dispatcher trims them by age and counts it
-# (dispatcher/housekeeping.py). KEYS: stream, dead-letter stream. ARGV: group, entry
-# ID, fields...
+# (dispatcher/housekeeping.py). The task's record learns where its dead letter is
+# (pipeline_core/task_state.py), in the same step. KEYS: stream, dead-letter stream, the
+# task's results hash. ARGV: group, entry ID, task ID, RESULT_TTL_S, fields...
 DEAD_LETTER = """
 if not redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)[1] then
   return false
 end
-local dead_id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+local dead_id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[3] .. ':dead', dead_id)
+redis.call('EXPIRE', KEYS[3], ARGV[4])
 return dead_id
 """
 ERROR_LIMIT = 2000  # characters of a failure's text kept in its dead letter
 
 
 def store_and_ack(
-    client: Client, settings: Settings, done: list[tuple[Message, str]]
+    client: Client,
+    settings: Settings,
+    done: list[tuple[Message, str]],
+    cancelled: Sequence[Message] = (),
 ) -> int:
     """Results into their per-minute hashes and XACK of their entries, in one
-    MULTI/EXEC: a result exists exactly when its entry is acknowledged. A few commands
-    a batch. Returns how many entries the XACK removed from the pending list (fewer
-    than done: others had acknowledged them already)."""
+    MULTI/EXEC: a result exists exactly when its entry is acknowledged. Cancelled
+    entries are acknowledged unrun in the same way, their record saying so and their
+    cancel request removed. A few commands a batch. Returns how many entries the XACK
+    removed from the pending list (fewer: others had acknowledged them already)."""
     queue = settings.queue
     fields: dict[str, dict[FieldT, EncodableT]] = {}
-    for message, result in done:
-        key = queue.results_key(message.entry_id)
-        mapping = fields.setdefault(key, {})
-        mapping[message.entry_id] = result
+    records = [(m, m.task_id, result) for m, result in done]
+    records += [(m, f"{m.task_id}:state", "cancelled") for m in cancelled]
+    for message, name, value in records:
+        task_id = message.task_id
+        mapping = fields.setdefault(queue.results_key(task_id), {})
+        mapping[name] = value
         owner = message.fields.get(OWNER_FIELD)
         if owner:  # only its owner (and operators) may read it: dispatcher/auth.py
-            mapping[owner_field(message.entry_id)] = owner
+            mapping[owner_field(task_id)] = owner
+    entry_ids = [m.entry_id for m, _ in done] + [m.entry_id for m in cancelled]
     with client.pipeline(transaction=True) as pipe:
         for key, mapping in fields.items():
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, settings.result_ttl_s)  # kept that long after the last
-        pipe.xack(queue.stream, queue.group, *(m.entry_id for m, _ in done))
+        if cancelled:
+            pipe.zrem(queue.key(CANCELS), *(m.task_id for m in cancelled))
+        pipe.xack(queue.stream, queue.group, *entry_ids)
         acked: int = pipe.execute()[-1]
     return acked
 
@@ -131,11 +145,31 @@ class Outcomes:
             self.dead_letter(message, f"{type(error).__name__}: {error}")
             return
         # Left pending, unrenewed: claim_stale (here or elsewhere) returns it after
-        # claim_idle_ms.
+        # claim_idle_ms. Its record says so, until it is delivered again: retrying.
         self.ownership.let_go([message.entry_id])
+        self._record_failure(message, f"{type(error).__name__}: {error}")
         self.metrics.count(message.task, "failed")
         facts = {"entry_id": message.entry_id, "deliveries": message.deliveries}
         log.warning("task failed, will be retried", exc_info=error, extra=facts)
+
+    def _record_failure(self, message: Message, error: str) -> None:
+        key = self.settings.queue.results_key(message.task_id)
+        record = failed_record(message.deliveries, error[:ERROR_LIMIT])
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, f"{message.task_id}:failed", record)
+            pipe.expire(key, self.settings.result_ttl_s)
+            pipe.execute()
+
+    def cancelled(self, messages: list[Message]) -> None:
+        """Acknowledge cancelled entries unrun (their cancel requests answered)."""
+        if not messages:
+            return
+        store_and_ack(self.client, self.settings, [], messages)
+        for message in messages:
+            task = message.task if message.task in self.tasks else "unknown"
+            self.metrics.count(task, "cancelled")
+        log.info("cancelled tasks acknowledged unrun", extra={
+            "task_ids": [m.task_id for m in messages]})  # fmt: skip
 
     def dead_letter(
         self, message: Message, error: str, deliveries: int | None = None
@@ -152,8 +186,19 @@ class Outcomes:
             s.consumer_name,
         )
         flat = [as_sent(item) for pair in fields.items() for item in pair]
-        keys = [s.queue.stream, s.queue.dead_letter_stream]
-        args: list[EncodableT] = [s.queue.group, message.entry_id, *flat]
+        task_id = message.task_id
+        keys = [
+            s.queue.stream,
+            s.queue.dead_letter_stream,
+            s.queue.results_key(task_id),
+        ]
+        args: list[EncodableT] = [
+            s.queue.group,
+            message.entry_id,
+            task_id,
+            s.result_ttl_s,
+            *flat,
+        ]
         dead_id = self._dead_letter(keys=keys, args=args)
         if dead_id is None:
             return

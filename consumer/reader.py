@@ -9,6 +9,7 @@ from consumer.message import Message, read_entries, to_messages
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import Settings
 from pipeline_core.connection import Client
+from pipeline_core.task_state import CANCELS
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +24,27 @@ class Reader:
         self.read_size = ReadSize(settings.batch_size)
         self._cursor = "0-0"
         self._next_scan_s = 0.0
+        # Whether cancel requests were outstanding at the last read: asked in the same
+        # round trip (ZCARD), so a batch costs one more lookup only while there are.
+        self.cancels_outstanding = False
+        self._cancels = settings.queue.key(CANCELS)
 
     def read_new(self) -> list[Message]:
         """Never-delivered entries, as many as read_size allows, waiting up to
         block_ms."""
         s = self.settings
         q = s.queue
-        reply = self.client.xreadgroup(
-            q.group,
-            s.consumer_name,
-            {q.stream: ">"},
-            self.read_size.count(),
-            s.block_ms,
-        )
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.xreadgroup(
+                q.group,
+                s.consumer_name,
+                {q.stream: ">"},
+                self.read_size.count(),
+                s.block_ms,
+            )
+            pipe.zcard(self._cancels)
+            reply, cancels = pipe.execute()
+        self.cancels_outstanding = bool(cancels)
         messages = to_messages(read_entries(reply), deliveries=1)
         self.read_size.returned(len(messages))
         return messages
@@ -48,14 +57,18 @@ class Reader:
         if self._cursor == "0-0" and now < self._next_scan_s:
             return []
         s = self.settings
-        cursor, entries, deleted = self.client.xautoclaim(
-            s.queue.stream,
-            s.queue.group,
-            s.consumer_name,
-            s.claim_idle_ms,
-            self._cursor,
-            s.batch_size or CLAIM_COUNT,
-        )
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.xautoclaim(
+                s.queue.stream,
+                s.queue.group,
+                s.consumer_name,
+                s.claim_idle_ms,
+                self._cursor,
+                s.batch_size or CLAIM_COUNT,
+            )
+            pipe.zcard(self._cancels)
+            (cursor, entries, deleted), cancels = pipe.execute()
+        self.cancels_outstanding = bool(cancels)
         self._cursor = cursor
         if cursor == "0-0":
             self._next_scan_s = now + s.claim_interval_ms / 1000
@@ -65,6 +78,16 @@ class Reader:
             log.warning("pending entries were deleted", extra={"entry_ids": deleted})
             self.metrics.deleted_pending.inc(len(deleted))
         return to_messages(entries, self._deliveries([e[0] for e in entries]))
+
+    def cancelled(self, messages: list[Message]) -> list[Message]:
+        """Those of `messages` whose task was cancelled before it started (one ZMSCORE,
+        only while cancel requests are outstanding)."""
+        if not self.cancels_outstanding or not messages:
+            return []
+        scores = self.client.zmscore(self._cancels, [m.task_id for m in messages])
+        return [
+            m for m, score in zip(messages, scores, strict=True) if score is not None
+        ]
 
     def rewind(self, entry_id: str) -> None:
         """Start the next XAUTOCLAIM at entry_id (entries handed straight back)."""

@@ -104,7 +104,7 @@ class Worker:
 
     def poll_once(self) -> int:
         """Take stale entries or else new ones, run them, ack them; returns how many."""
-        messages = self.claim_stale() or self.reader.read_new()
+        messages = self.claim_stale() or self.skip_cancelled(self.reader.read_new())
         self.process(messages)
         self.trim_when_due()
         return len(messages)
@@ -114,12 +114,22 @@ class Worker:
         XAUTOCLAIM takes up to batch_size so each call scans the pending list widely;
         all but the first go straight back, uncounted. So a retried entry runs alone,
         and one that crashes its worker cannot use up its batch-mates' deliveries."""
-        stale = [m for m in self.reader.claim_stale() if not self._exhausted(m)]
+        claimed = self.skip_cancelled(self.reader.claim_stale())
+        stale = [m for m in claimed if not self._exhausted(m)]
         if len(stale) > 1:
             self.reader.rewind(stale[1].entry_id)
             self.ownership.release([m.entry_id for m in stale[1:]])
         self.metrics.reclaimed.inc(len(stale[:1]))
         return stale[:1]
+
+    def skip_cancelled(self, messages: list[Message]) -> list[Message]:
+        """Acknowledge, unrun, the entries whose task was cancelled; the rest."""
+        cancelled = self.reader.cancelled(messages)
+        if not cancelled:
+            return messages
+        self.outcomes.cancelled(cancelled)
+        skipped = {m.entry_id for m in cancelled}
+        return [m for m in messages if m.entry_id not in skipped]
 
     def process(self, messages: list[Message]) -> None:
         """Run the batch in order; ack finished entries together, at least every

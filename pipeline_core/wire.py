@@ -16,6 +16,9 @@ PAYLOAD_FIELD = "payload"
 # The fingerprint of the token that dispatched the entry (dispatcher/auth.py): who may
 # read its result and status. Absent on an anonymous (loopback) run.
 OWNER_FIELD = "owner"
+# The task's ID when it differs from the entry's (a task re-queued keeps its first ID);
+# absent on a task written once, whose ID is its entry ID.
+TASK_ID_FIELD = "id"
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 TASK_NAME_RULE = "a string of letters, digits, '_', '.', ':' or '-' (1-128)"
 ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")

@@ -67,7 +67,20 @@ MATRIX = [
     ("consumer", "HSET {tasks}:audit dead_deleted 9", False),
     ("consumer", "EVALSHA 0123 2 {tasks}:dead {tasks}:audit 1-0", False),
     ("dispatcher", "EVALSHA 0123 1 tasks workers c 3600000", True),  # safe prune
-    ("dispatcher", "EVALSHA 0123 1 {tasks}:results:1", False),
+    # The task status and cancel scripts (their commands checked one by one):
+    (
+        "dispatcher",
+        "EVALSHA 0 4 tasks {tasks}:dead {tasks}:results:1 {tasks}:cancels",
+        True,
+    ),
+    ("dispatcher", "EVALSHA 0123 1 {tasks}:other", False),
+    ("dispatcher", "HSET {tasks}:results:1 1-0 forged", False),
+    ("dispatcher", "ZADD {tasks}:cancels 1 1-0", True),
+    ("dispatcher", "ZADD tasks 1 1-0", False),
+    ("consumer", "ZMSCORE {tasks}:cancels 1-0", True),
+    ("consumer", "ZREM {tasks}:cancels 1-0", True),
+    ("consumer", "ZADD {tasks}:cancels 1 1-0", False),
+    ("consumer", "EVALSHA 0 3 tasks {tasks}:dead {tasks}:results:1 w 1-0", True),
     ("dispatcher", "EVAL return 1 0", False),
     ("dispatcher", "SCRIPT LOAD return", True),
     ("dispatcher", "XGROUP DELCONSUMER tasks workers c", True),

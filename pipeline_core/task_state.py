@@ -1,0 +1,270 @@
+"""What happened to a task, by its ID, and cancelling one not yet started: for
+`GET/DELETE /tasks/<id>`, `TaskRef` and `pipeline task`.
+
+The state is derived from what Redis holds anyway (the stream, the group's pending
+list, the dead-letter stream) plus a few fields beside the task's result in its
+per-minute results hash (`{tasks}:results:<minute of the task ID>`), each written in the
+same round trip as the work it records, and expiring with the result (RESULT_TTL_S):
+
+  <id>          the result (the consumer's MULTI with the XACK)
+  <id>:owner    the fingerprint of the token that dispatched it (same MULTI)
+  <id>:state    "cancelled", once a consumer acknowledged it unrun (same MULTI)
+  <id>:dead     the dead letter's ID (the dead-letter script)
+  <id>:failed   {"deliveries", "error"} of the last failed attempt (one HSET)
+
+and cancel requests, a sorted set `{tasks}:cancels` (task ID -> when), read by the
+consumers in the round trip of each read, that expires with its last request.
+
+One Lua script reads it all at once (a consistent snapshot, one round trip, one slot);
+the cancel script derives the state the same way and cancels in the same step, so a
+task cannot start between the check and the cancel.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.typing import EncodableT
+
+from pipeline_core.connection import Client
+from pipeline_core.keys import Queue
+from pipeline_core.wire import ENTRY_ID, entry_ms
+
+STATES = ("queued", "running", "retrying", "succeeded", "dead", "cancelled")
+CANCELLABLE = ("queued", "retrying")
+TASK_ID_RULE = "must look like <milliseconds>-<sequence>"
+CANCELS = "cancels"  # Queue.key(CANCELS): the cancel requests
+CANCEL_TTL_MS = 7 * 86_400_000  # a request not acted on in a week is dropped
+
+# The state, derived in one place. KEYS: stream, dead-letter stream, the task's results
+# hash, cancel requests. ARGV: group, task ID. Returns {name, value, ...}, or nil for
+# a task Redis knows nothing of.
+FACTS = """
+local function newer(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then return #am > #bm end
+  if am ~= bm then return am > bm end
+  if #as ~= #bs then return #as > #bs end
+  return as > bs
+end
+local function last_delivered(stream, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if type(groups) ~= 'table' or groups.err then return nil end
+  for _, row in ipairs(groups) do
+    local name, last = nil, nil
+    for i = 1, #row, 2 do
+      if row[i] == 'name' then name = row[i + 1] end
+      if row[i] == 'last-delivered-id' then last = row[i + 1] end
+    end
+    if name == group then return last end
+  end
+  return nil
+end
+local function facts(group, id)
+  local f = {}
+  local rec = redis.call('HMGET', KEYS[3], id, id .. ':owner', id .. ':state',
+                         id .. ':dead', id .. ':failed')
+  f.entry_id = id
+  if rec[2] then f.owner = rec[2] end
+  local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+  if entry then
+    for i = 1, #entry[2], 2 do
+      local name = entry[2][i]
+      if name == 'task' or name == 'owner' then f[name] = entry[2][i + 1] end
+    end
+  end
+  if rec[1] then f.state = 'succeeded'; f.result = rec[1]; return f end
+  if rec[3] == 'cancelled' or redis.call('ZSCORE', KEYS[4], id) then
+    f.state = 'cancelled'; return f
+  end
+  if rec[4] then
+    f.state = 'dead'; f.dead_id = rec[4]
+    local dead = redis.call('XRANGE', KEYS[2], rec[4], rec[4])[1]
+    if dead then
+      for i = 1, #dead[2], 2 do
+        local name = dead[2][i]
+        if name == 'task' or name == 'owner' or name == 'error'
+           or name == 'deliveries' or name == 'consumer' then
+          f[name] = dead[2][i + 1]
+        end
+      end
+    end
+    return f
+  end
+  local pending = redis.pcall('XPENDING', KEYS[1], group, id, id, 1)
+  if type(pending) == 'table' and not pending.err and pending[1] then
+    local row = pending[1]
+    f.consumer = row[2]; f.idle_ms = tostring(row[3]); f.deliveries = tostring(row[4])
+    f.state = 'running'
+    local ok, failed = pcall(cjson.decode, rec[5] or '')
+    if ok and type(failed) == 'table' then
+      f.error = failed.error
+      if tonumber(failed.deliveries) == tonumber(row[4]) then f.state = 'retrying' end
+    end
+    return f
+  end
+  if not entry then return nil end
+  local last = last_delivered(KEYS[1], group)
+  if last == nil or newer(id, last) then f.state = 'queued'; return f end
+  f.state = 'succeeded'; f.result_missing = '1'  -- acknowledged, its result gone
+  return f
+end
+local function flat(f)
+  local now = redis.call('TIME')
+  f.now_ms = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+  local out = {}
+  for name, value in pairs(f) do out[#out + 1] = name; out[#out + 1] = value end
+  return out
+end
+"""
+
+STATUS = (
+    FACTS
+    + """
+local f = facts(ARGV[1], ARGV[2])
+if not f then return nil end
+return flat(f)
+"""
+)
+
+# KEYS and ARGV as FACTS, then: now is Redis's clock. Returns the facts after, with
+# `cancelled` = "1" if this call cancelled the task.
+CANCEL = (
+    FACTS
+    + """
+local f = facts(ARGV[1], ARGV[2])
+if not f then return nil end
+if f.state == 'queued' or f.state == 'retrying' then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZADD', KEYS[4], now_ms, ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms - tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[4], ARGV[3])
+  f.state = 'cancelled'; f.cancelled = '1'
+end
+return flat(f)
+"""
+)
+
+
+class InvalidTaskIdError(ValueError):
+    """A task ID that cannot be one (not <milliseconds>-<sequence>)."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task ID {task_id!r} {TASK_ID_RULE}")
+        self.task_id = task_id
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """A task as Redis holds it now; `as_json()` is the body of GET /tasks/<id>."""
+
+    facts: dict[str, str]
+
+    @property
+    def now_s(self) -> float:
+        """Redis's clock when read: ages are measured against it."""
+        return int(self.facts["now_ms"]) / 1000
+
+    @property
+    def state(self) -> str:
+        return self.facts["state"]
+
+    @property
+    def owner(self) -> str | None:
+        return self.facts.get("owner")
+
+    @property
+    def cancelled_now(self) -> bool:
+        return self.facts.get("cancelled") == "1"
+
+    def as_json(self) -> dict[str, Any]:
+        f = self.facts
+        task_id = f["entry_id"]
+        enqueued_s = entry_ms(task_id) / 1000
+        body: dict[str, Any] = {
+            "id": task_id,
+            "task": f.get("task"),
+            "state": self.state,
+            "enqueued_at": _rfc3339(enqueued_s),
+            "age_s": round(max(0.0, self.now_s - enqueued_s), 3),
+        }
+        if "deliveries" in f:
+            body["deliveries"] = int(f["deliveries"])
+        if "consumer" in f:
+            body["consumer"] = f["consumer"]
+        if "idle_ms" in f:
+            body["idle_s"] = int(f["idle_ms"]) / 1000
+        if "error" in f:
+            body["error"] = f["error"]
+        if "dead_id" in f:
+            body["dead_letter_id"] = f["dead_id"]
+        if self.state == "succeeded":
+            body["result"] = _parsed(f.get("result"))
+            if f.get("result_missing"):
+                body["result_missing"] = True  # acknowledged; its result expired
+        return body
+
+
+def check_task_id(task_id: str) -> str:
+    if not ENTRY_ID.fullmatch(task_id):
+        raise InvalidTaskIdError(task_id)
+    return task_id
+
+
+def status(client: Client, queue: Queue, task_id: str) -> TaskStatus | None:
+    """The task's state and facts, or None if Redis knows nothing of it (unknown, or
+    its record expired)."""
+    keys = _keys(queue, check_task_id(task_id))
+    reply = client.register_script(STATUS)(keys=keys, args=[queue.group, task_id])
+    return _status(reply)
+
+
+def cancel(client: Client, queue: Queue, task_id: str) -> TaskStatus | None:
+    """Cancel a queued or retrying task (it will be acknowledged unrun); the status
+    after. `cancelled_now` says whether this call cancelled it; None: unknown."""
+    keys = _keys(queue, check_task_id(task_id))
+    args: list[EncodableT] = [queue.group, task_id, CANCEL_TTL_MS]
+    reply = client.register_script(CANCEL)(keys=keys, args=args)
+    return _status(reply)
+
+
+def failed_record(deliveries: int, error: str) -> str:
+    """The `<id>:failed` field: the last failed attempt, so its state reads
+    `retrying` until it is delivered again."""
+    return json.dumps({"deliveries": deliveries, "error": error})
+
+
+def _keys(queue: Queue, task_id: str) -> list[str]:
+    return [
+        queue.stream,
+        queue.dead_letter_stream,
+        queue.results_key(task_id),
+        queue.key(CANCELS),
+    ]
+
+
+def _status(reply: object) -> TaskStatus | None:
+    if not reply:
+        return None
+    if not isinstance(reply, list):
+        raise TypeError(f"task status script answered {reply!r}")
+    facts = {str(reply[i]): str(reply[i + 1]) for i in range(0, len(reply), 2)}
+    return TaskStatus(facts)
+
+
+def _parsed(result: str | None) -> Any:
+    if result is None:
+        return None
+    try:
+        return json.loads(result)
+    except ValueError:
+        return result  # not ours: shown as stored
+
+
+def _rfc3339(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + (
+        f".{int(seconds * 1000) % 1000:03d}Z"
+    )
