@@ -1,6 +1,33 @@
-"""Consumer workers for the Redis stream. Users import one name: `from consumer import
-task`."""
+"""Consumer workers for the Redis stream, and sending tasks to them from Python:
+`from consumer import task` (then `fn.send(...)`), `send_task`, `configure`."""
 
-from consumer.tasks import task
+from consumer.api import configure, send_task, task_ref
+from consumer.tasks import Task, task
+from pipeline_core.payloads import PayloadError
+from pipeline_core.sending import (
+    BacklogFullError,
+    IdempotencyConflictError,
+    SendError,
+    SenderSettings,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskRef,
+    TaskUnknownError,
+)
 
-__all__ = ["task"]
+__all__ = [
+    "BacklogFullError",
+    "IdempotencyConflictError",
+    "PayloadError",
+    "SendError",
+    "SenderSettings",
+    "Task",
+    "TaskCancelledError",
+    "TaskFailedError",
+    "TaskRef",
+    "TaskUnknownError",
+    "configure",
+    "send_task",
+    "task",
+    "task_ref",
+]

@@ -6,34 +6,82 @@ import importlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from consumer import api
 from consumer.errors import InvalidMessageError, TaskModuleError
 from consumer.message import Message
+from pipeline_core.payloads import PayloadError
+from pipeline_core.sending import TaskRef
 from pipeline_core.wire import PAYLOAD_FIELD, TASK_NAME, WireError, decode_payload
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 TASKS: dict[str, Callable[..., Any]] = {}
 
 
+class Task(Generic[P, R]):  # Generic: typing's, for the signature; nothing inherited
+    """What `@task` makes of a function: still the function when called, plus sending
+    it to the queue (consumer/api.py's sender): `send`, `send_many`, `send_with`."""
+
+    def __init__(self, function: Callable[P, R], name: str) -> None:
+        functools.update_wrapper(self, function)
+        self.function, self.name = function, name
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {self.name!r}>"
+
+    def send(self, **payload: Any) -> TaskRef:
+        """One task with these keyword arguments, one round trip."""
+        return self.send_with(payload)
+
+    def send_many(self, payloads: Sequence[Mapping[str, Any]]) -> list[TaskRef]:
+        """Tasks in order, all or none (one MULTI's worth: one script)."""
+        for index, payload in enumerate(payloads):
+            self.check_fits(payload, f"payloads[{index}]")
+        return api.sender().send_many(self.name, payloads)
+
+    def send_with(
+        self, payload: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TaskRef:
+        """One task, with options: `idempotency_key` sends it once per key (for
+        IDEMPOTENCY_TTL_S), a repeat returning the first send's task."""
+        self.check_fits(payload, "payload")
+        sender = api.sender()
+        return sender.send(self.name, payload, idempotency_key=idempotency_key)
+
+    def check_fits(self, payload: Any, field: str) -> None:
+        """A payload the function cannot take raises here, in the caller, with the
+        reason a consumer would dead-letter it with."""
+        if isinstance(payload, Mapping):
+            problem = misfit(self.name, self.function, payload)
+            if problem:
+                raise PayloadError(field, problem)
+
+
 @overload
-def task(function: F) -> F: ...
+def task(function: Callable[P, R]) -> Task[P, R]: ...
 @overload
-def task(*, name: str | None = None) -> Callable[[F], F]: ...
-def task(function: F | None = None, *, name: str | None = None) -> F | Callable[[F], F]:
+def task(*, name: str | None = None) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def task(
+    function: Callable[P, R] | None = None, *, name: str | None = None
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a function as a task, under its own name or `name`."""
 
-    def register(function: F) -> F:
+    def register(function: Callable[P, R]) -> Task[P, R]:
         key = name or function.__name__
         if not TASK_NAME.fullmatch(key):
             raise TaskModuleError(f"task name {key!r} must match {TASK_NAME.pattern}")
         if TASKS.get(key, function) is not function:
             raise TaskModuleError(f"two functions are registered as task {key!r}")
         TASKS[key] = function
-        return function
+        return Task(function, key)
 
     return register(function) if function is not None else register
 
@@ -61,21 +109,27 @@ def bind_task(
         payload = decode_payload(message.fields.get(PAYLOAD_FIELD))
     except WireError as error:
         raise InvalidMessageError(str(error)) from None
+    problem = misfit(message.task, function, payload)
+    if problem:
+        raise InvalidMessageError(f"payload {problem}")
+    return functools.partial(function, **payload)
+
+
+def misfit(
+    name: str, function: Callable[..., Any], payload: Mapping[str, Any]
+) -> str | None:
+    """Why `payload` does not fit the function's parameters, or None."""
     required, accepted = parameters(function)
     # Subset tests build no sets: the usual payload fits, and is checked cheaply.
-    fits = required.issubset(payload) and (
+    if required.issubset(payload) and (
         accepted is None or accepted.issuperset(payload)
-    )
-    if not fits:
-        missing = required - payload.keys()
-        unexpected = payload.keys() - accepted if accepted is not None else set()
-        problems = [f"missing {sorted(missing)}"] if missing else []
-        problems += [f"unexpected {sorted(unexpected)}"] if unexpected else []
-        reason = ", ".join(problems)
-        raise InvalidMessageError(
-            f"payload does not fit task {message.task!r}: {reason}"
-        )
-    return functools.partial(function, **payload)
+    ):
+        return None
+    missing = required - payload.keys()
+    unexpected = payload.keys() - accepted if accepted is not None else set()
+    problems = [f"missing {sorted(missing)}"] if missing else []
+    problems += [f"unexpected {sorted(unexpected)}"] if unexpected else []
+    return f"does not fit task {name!r}: {', '.join(problems)}"
 
 
 @functools.cache

@@ -1,0 +1,312 @@
+"""Sending tasks from Python, without HTTP: `Sender` (one round trip a send), `TaskRef`
+(status, result, cancel), and the script both it and `POST /dispatch` with an
+Idempotency-Key use to write tasks.
+
+Why Lua: the backlog check, the idempotency record and the entries must be one step.
+A MULTI cannot refuse on what it reads (the backlog), nor answer a replay with the
+first request's IDs; a script does all of it atomically, in one round trip, and
+writes all of the entries or none (the shebang makes Redis refuse it whole at
+maxmemory, before any XADD).
+"""
+
+import hashlib
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.typing import EncodableT
+
+from pipeline_core import task_state
+from pipeline_core.connection import (
+    NO_RETRY,
+    Client,
+    RedisSettings,
+    connect,
+    redis_from_env,
+)
+from pipeline_core.env import number
+from pipeline_core.keys import Queue, queue_from_env
+from pipeline_core.payloads import PayloadLimits, check_payloads, limits_from_env
+from pipeline_core.task_state import TaskStatus
+from pipeline_core.wire import TASK_NAME, TASK_NAME_RULE, encode_entry
+
+IDEMPOTENCY_KEY_RULE = "must be 1 to 255 printable ASCII characters"
+
+# KEYS: stream[, idempotency record]. ARGV: group, max backlog, record TTL (ms), the
+# request's hash, then per entry: its field count, then its fields. Returns
+# {"ok", ids...}, {"replay", ids...}, {"conflict"} (the key came with another
+# request) or {"backlog", n} (refused: n entries already wait).
+SEND = """#!lua
+local record = KEYS[2]
+if record then
+  local seen = redis.call('HMGET', record, 'request', 'ids')
+  if seen[1] then
+    if seen[1] ~= ARGV[4] then return {'conflict'} end
+    local out = {'replay'}
+    for id in string.gmatch(seen[2], '[^,]+') do out[#out + 1] = id end
+    return out
+  end
+end
+local backlog = 0
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if type(groups) == 'table' and not groups.err then
+  backlog = redis.call('XLEN', KEYS[1])  -- no group yet: everything waits
+  for _, row in ipairs(groups) do
+    local f = {}
+    for i = 1, #row, 2 do f[row[i]] = row[i + 1] end
+    if f['name'] == ARGV[1] then
+      if f['lag'] then backlog = f['lag'] + f['pending'] end  -- lag nil: XLEN bounds it
+    end
+  end
+end
+local count, i, ids = 0, 5, {}
+while i <= #ARGV do count = count + 1; i = i + 1 + 2 * tonumber(ARGV[i]) end
+if backlog + count > tonumber(ARGV[2]) then return {'backlog', tostring(backlog)} end
+i = 5
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + 2 * n))
+  i = i + 1 + 2 * n
+end
+if record then
+  redis.call('HSET', record, 'request', ARGV[4], 'ids', table.concat(ids, ','))
+  redis.call('PEXPIRE', record, ARGV[3])
+end
+local out = {'ok'}
+for _, id in ipairs(ids) do out[#out + 1] = id end
+return out
+"""
+
+
+class SendError(Exception):
+    """Base of what a send raises on purpose (a payload mistake is a PayloadError)."""
+
+
+class BacklogFullError(SendError):
+    """MAX_BACKLOG entries already wait: nothing was written (HTTP's 429)."""
+
+    def __init__(self, backlog: int, limit: int) -> None:
+        super().__init__(f"{backlog} entries wait, the limit is {limit} (MAX_BACKLOG)")
+        self.backlog, self.limit = backlog, limit
+
+
+class IdempotencyConflictError(SendError):
+    """The idempotency key was used before with another request (HTTP's 422)."""
+
+
+class TaskFailedError(SendError):
+    """The task ended in the dead-letter stream; `reason` says why."""
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        super().__init__(f"task {task_id} is dead: {reason}")
+        self.task_id, self.reason = task_id, reason
+
+
+class TaskCancelledError(SendError):
+    """The task was cancelled before it ran."""
+
+
+class TaskUnknownError(SendError):
+    """Redis knows nothing of the task (never sent here, or its record expired)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SenderSettings:
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    queue: Queue = field(default_factory=Queue)
+    limits: PayloadLimits = field(default_factory=PayloadLimits)
+    max_backlog: int = 1_000_000
+    idempotency_ttl_s: int = 86_400
+    socket_timeout_s: float = 5.0
+
+
+def sender_settings_from_env(env: Mapping[str, str]) -> SenderSettings:
+    """The services' variables: REDIS_URL (and the rest of the Redis settings),
+    STREAM, GROUP, MAX_BACKLOG, MAX_PAYLOAD_BYTES, ... IDEMPOTENCY_TTL_S."""
+    d = SenderSettings()
+    return SenderSettings(
+        redis=redis_from_env(env),
+        queue=queue_from_env(env),
+        limits=limits_from_env(env),
+        max_backlog=number(env, "MAX_BACKLOG", int, d.max_backlog, 1),
+        idempotency_ttl_s=number(env, "IDEMPOTENCY_TTL_S", int, d.idempotency_ttl_s, 1),
+    )
+
+
+def check_idempotency_key(key: str) -> str:
+    if not 1 <= len(key) <= 255 or not all(" " <= c <= "~" for c in key):
+        raise ValueError(f"idempotency key {IDEMPOTENCY_KEY_RULE}")
+    return key
+
+
+def idempotency_record(queue: Queue, scope: str, key: str) -> str:
+    """Where a key's first answer is kept: hashed (any printable key makes a safe
+    name), per scope (a token's fingerprint: two clients never share a key)."""
+    digest = hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
+    return queue.key(f"idem:{digest}")
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What the send script did: `entry_ids` written now, or `replayed` (the key's
+    first request wrote them)."""
+
+    entry_ids: list[str]
+    replayed: bool = False
+
+
+def write_tasks(
+    client: Client,
+    queue: Queue,
+    entries: Sequence[Mapping[EncodableT, EncodableT]],
+    max_backlog: int,
+    idempotency: tuple[str, str, int] | None = None,
+) -> Written:
+    """Write `entries` (their stream fields) all or none, unless the backlog is full;
+    with `idempotency` = (record key, request hash, TTL in s), once per key."""
+    keys = [queue.stream] + ([idempotency[0]] if idempotency else [])
+    record_ttl_ms = idempotency[2] * 1000 if idempotency else 0
+    request = idempotency[1] if idempotency else ""
+    args: list[EncodableT] = [queue.group, max_backlog, record_ttl_ms, request]
+    for fields in entries:
+        args.append(len(fields))
+        for name, value in fields.items():
+            args += [name, value]
+    reply = client.register_script(SEND)(keys=keys, args=args)
+    if not isinstance(reply, list) or not reply:
+        raise TypeError(f"send script answered {reply!r}")
+    verdict, rest = str(reply[0]), [str(item) for item in reply[1:]]
+    if verdict == "backlog":
+        raise BacklogFullError(int(rest[0]), max_backlog)
+    if verdict == "conflict":
+        raise IdempotencyConflictError(
+            "this idempotency key was used with another request"
+        )
+    return Written(rest, replayed=verdict == "replay")
+
+
+class TaskRef:
+    """A sent task: `.id`, and its status, result and cancellation by that ID."""
+
+    __slots__ = ("id", "sender")
+
+    def __init__(self, task_id: str, sender: "Sender") -> None:
+        self.id, self.sender = task_id, sender
+
+    def __repr__(self) -> str:
+        return f"TaskRef({self.id!r})"
+
+    def status(self) -> dict[str, Any]:
+        """The same JSON as GET /tasks/<id>."""
+        return self._status().as_json()
+
+    def result(self, timeout_s: float) -> Any:
+        """The task's return value once it succeeded; raises TaskFailedError (dead),
+        TaskCancelledError, or TimeoutError past `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        pause_s = 0.01
+        while True:
+            found = self._status()
+            if found.state in ("succeeded", "dead", "cancelled"):
+                return _outcome(found)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"task {self.id} is {found.state} after {timeout_s:g} s"
+                )
+            time.sleep(min(pause_s, remaining))
+            pause_s = min(pause_s * 2, 0.5)
+
+    def cancel(self) -> bool:
+        """Cancel the task if it has not started (queued or retrying): True if this
+        call cancelled it."""
+        found = task_state.cancel(self.sender.client, self.sender.queue, self.id)
+        return found is not None and found.cancelled_now
+
+    def _status(self) -> TaskStatus:
+        found = task_state.status(self.sender.client, self.sender.queue, self.id)
+        if found is None:
+            raise TaskUnknownError(f"no task {self.id} (unknown, or expired)")
+        return found
+
+
+def _outcome(found: TaskStatus) -> Any:
+    body = found.as_json()
+    if found.state == "dead":
+        raise TaskFailedError(body["id"], body.get("error", "dead-lettered"))
+    if found.state == "cancelled":
+        raise TaskCancelledError(f"task {body['id']} was cancelled")
+    return body.get("result")
+
+
+class Sender:
+    """Sends tasks by name. Connects at the first send, from `settings` (or the
+    environment, as the services read it)."""
+
+    def __init__(
+        self, settings: SenderSettings | None = None, client: Client | None = None
+    ) -> None:
+        self.settings = settings or sender_settings_from_env(os.environ)
+        self._client = client
+
+    @property
+    def queue(self) -> Queue:
+        return self.settings.queue
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            # No retries: a retried XADD whose reply was lost would write it twice.
+            self._client = connect(
+                self.settings.redis,
+                socket_timeout_s=self.settings.socket_timeout_s,
+                retry=NO_RETRY,
+                client_name="sender",
+                queue=self.queue,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def send(
+        self,
+        task: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> TaskRef:
+        """One task, one round trip."""
+        [ref] = self.send_many(task, [payload], idempotency_key=idempotency_key)
+        return ref
+
+    def send_many(
+        self,
+        task: str,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[TaskRef]:
+        """Tasks in order, all or none; checked before anything is written."""
+        if not isinstance(task, str) or not TASK_NAME.fullmatch(task):
+            raise ValueError(f"task name {task!r}: must be {TASK_NAME_RULE}")
+        encoded = check_payloads(list(payloads), self.settings.limits)
+        entries = [encode_entry(task, payload) for payload in encoded]
+        idempotency = None
+        if idempotency_key is not None:
+            key = check_idempotency_key(idempotency_key)
+            request = hashlib.sha256("\n".join([task, *encoded]).encode()).hexdigest()
+            record = idempotency_record(self.queue, "python", key)
+            idempotency = (record, request, self.settings.idempotency_ttl_s)
+        written = write_tasks(
+            self.client, self.queue, entries, self.settings.max_backlog, idempotency
+        )
+        return [TaskRef(entry_id, self) for entry_id in written.entry_ids]
+
+    def task(self, task_id: str) -> TaskRef:
+        """A reference to a task sent before (by anyone), by its ID."""
+        return TaskRef(task_state.check_task_id(task_id), self)
