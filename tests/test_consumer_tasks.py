@@ -32,7 +32,7 @@ def test_task_registers_a_function_under_its_name(table: dict[str, Any]) -> None
 
     # The table holds the functions; the names hold them too, callable as before.
     assert table == {"resize": resize.function, "images.crop": crop.function}
-    assert resize("a") == "a" and resize.__name__ == "resize"
+    assert resize("a") == "a" and resize.function.__name__ == "resize"
     assert (resize.name, crop.name) == ("resize", "images.crop")
 
 

@@ -18,7 +18,7 @@ from pipeline_core.payloads import PayloadError
 from pipeline_core.sending import SenderSettings
 from tests import e2e_tasks
 from tests.conftest import eventually
-from tests.factories import STREAM
+from tests.factories import STREAM, entries, entry_ids
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,7 +50,7 @@ def test_send_and_wait_for_the_result(
     configured: redis.Redis, consumer_process: Service
 ) -> None:
     ref = e2e_tasks.resize.send(path="a.png", width=64)
-    assert ref.id == configured.xrange(STREAM)[0][0]  # the task ID is its entry ID
+    assert [ref.id] == entry_ids(configured)  # the task ID is its entry ID
     assert ref.result(timeout_s=30) == {
         "path": "a.png", "width": 64, "thumbnail": "a.png@64"
     }  # fmt: skip
@@ -146,7 +146,7 @@ def test_a_program_without_the_environment_configures_its_own(
     api.configure(settings)
     try:
         ref = consumer.send_task("math.add", {"a": 1, "b": 2})
-        [(entry_id, fields)] = r.xrange("jobs{q}")
+        [(entry_id, fields)] = entries(r, "jobs{q}")
         assert (entry_id, fields["task"]) == (ref.id, "math.add")
         assert json.loads(fields["payload"]) == {"a": 1, "b": 2}
         eventually(lambda: ref.status()["state"] == "queued")
