@@ -1,4 +1,5 @@
-"""`pipeline`: status, pending entries, dead letters, bulk dispatch, consumer cleanup.
+"""`pipeline`: status, pending entries, dead letters, bulk dispatch, consumer cleanup,
+a task by its ID.
 
 Reads the services' environment (REDIS_URL, REDIS_USERNAME, REDIS_PASSWORD(_FILE),
 STREAM, GROUP, DEAD_LETTER_STREAM, CLAIM_IDLE_MS) and, for `dispatch`, DISPATCHER_URL
@@ -15,13 +16,20 @@ import redis
 from redis.exceptions import RedisClusterException
 from rich.console import Console
 
-from cli import consumers, dead, dispatch, pending, status
+from cli import consumers, dead, dispatch, pending, status, task
 from cli.settings import CliError, Settings, environment
 from pipeline_core.connection import redacted
 from pipeline_core.dead_letters import NoSuchDeadLetterError
 from pipeline_core.env import SettingsError
 
-COMMANDS = (status, pending, dead, dispatch, consumers)  # each adds its own parser
+COMMANDS = (
+    status,
+    pending,
+    dead,
+    dispatch,
+    consumers,
+    task,
+)  # each adds its own parser
 
 
 def parser() -> argparse.ArgumentParser:

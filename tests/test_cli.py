@@ -371,3 +371,23 @@ def test_dispatch_retries_while_redis_is_down(
     with server.client() as client:
         assert client.xlen(STREAM) == 3
     assert result["code"] == 0
+
+
+def test_task_shows_a_task_and_cancels_one_not_started(
+    env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.xgroup_create(STREAM, GROUP, "0", mkstream=True)
+    task_id = env.xadd(STREAM, {"task": "resize", "payload": "{}"})
+    assert isinstance(task_id, str)
+    shown = as_json(capsys, "task", task_id)
+    assert (shown["id"], shown["task"], shown["state"]) == (task_id, "resize", "queued")
+    code, out, _ = run(capsys, "task", task_id)
+    assert code == 0 and "queued" in out and task_id in out
+    cancelled = as_json(capsys, "task", "cancel", task_id)
+    assert cancelled["state"] == "cancelled"
+    code, _, err = run(capsys, "task", "cancel", task_id)
+    assert code == 2 and "only a queued or retrying task" in err
+    code, _, err = run(capsys, "task", "not-an-id")
+    assert code == 2 and "milliseconds" in err
+    code, _, err = run(capsys, "task", "1-0")
+    assert code == 2 and "no task 1-0" in err
