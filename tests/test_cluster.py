@@ -15,7 +15,10 @@ from redis.cluster import RedisCluster
 from cli.__main__ import main as pipeline
 from harness.redis_server import LocalCluster
 from harness.stack import Stack
+from pipeline_core import task_state
+from pipeline_core.connection import RedisSettings
 from pipeline_core.keys import slot
+from pipeline_core.sending import Sender, SenderSettings
 from tests.conftest import eventually
 from tests.factories import (
     DEAD,
@@ -62,6 +65,39 @@ def test_cluster_worker_stores_acks_dead_letters_claims_and_trims(
     assert pending(rc) == []
     heir.trim_when_due()
     assert rc.xlen(STREAM) <= 1
+
+
+def test_cluster_task_states_cancel_and_python_sends(
+    rc: RedisCluster, cluster: LocalCluster
+) -> None:
+    """Status through the states, a cancel, and the Python API's send script (backlog,
+    idempotency record, entries: one slot) on the cluster."""
+
+    def fails() -> None:
+        raise RuntimeError("no")
+
+    def echo(x: object) -> object:
+        return x
+
+    worker = make_worker(
+        rc, {"echo": echo, "fails": fails}, max_deliveries=2, claim_idle_ms=60_000
+    )
+    sender = Sender(SenderSettings(redis=RedisSettings(url=cluster.url, cluster=True)))
+    try:
+        [ok, cancelled] = [ref.id for ref in sender.send_many("echo", [{"x": 1}] * 2)]
+        bad = sender.send("fails", {}, idempotency_key="k1").id
+        assert sender.send("fails", {}, idempotency_key="k1").id == bad  # replayed
+        state = {i: task_state.status(rc, QUEUE, i) for i in (ok, cancelled, bad)}
+        assert {found.state for found in state.values() if found} == {"queued"}
+        cancel = task_state.cancel(rc, QUEUE, cancelled)
+        assert cancel is not None and cancel.cancelled_now
+        worker.poll_once()
+        after = {i: task_state.status(rc, QUEUE, i) for i in (ok, cancelled, bad)}
+        assert {i: found.state for i, found in after.items() if found} == {
+            ok: "succeeded", cancelled: "cancelled", bad: "retrying"
+        }  # fmt: skip
+    finally:
+        sender.close()
 
 
 @pytest.fixture
