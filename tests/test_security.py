@@ -20,6 +20,8 @@ from dispatcher.auth import fingerprint
 from dispatcher.settings import Settings
 from harness.processes import ROOT, Service, free_port, http_ok
 from harness.redis_server import RedisServer
+from pipeline_core.connection import RedisSettings
+from pipeline_core.sending import Sender, SenderSettings
 from pipeline_core.wire import stream_entries
 from tests.conftest import eventually, require_redis_server
 from tests.factories import drained, make_worker
@@ -27,7 +29,7 @@ from tests.factories import drained, make_worker
 pytestmark = pytest.mark.timeout(90)
 
 ACL_DIR = ROOT / "k8s" / "base" / "redis-acl"
-USERS = ("dispatcher", "consumer", "keda", "operator")
+USERS = ("dispatcher", "consumer", "keda", "operator", "producer")
 TOKEN = "tok-" + "7" * 28
 ADMIN = "admin-only-in-this-test"
 
@@ -112,6 +114,21 @@ MATRIX = [
     ("consumer", "XGROUP DELCONSUMER tasks workers c", False),
     ("consumer", "KEYS *", False),
     ("consumer", "CONFIG SET appendonly no", False),
+    ("producer", "XADD tasks * task demo payload {}", True),
+    ("producer", "EVALSHA 0 2 tasks {tasks}:idem:ab workers 10 1000 h", True),  # send
+    (
+        "producer",
+        "EVALSHA 0 4 tasks {tasks}:dead {tasks}:results:1 {tasks}:cancels",
+        True,
+    ),
+    ("producer", "ZADD {tasks}:cancels 1 1-0", True),
+    ("producer", "XREADGROUP GROUP workers c COUNT 1 STREAMS tasks >", False),
+    ("producer", "XACK tasks workers 1-0", False),
+    ("producer", "HSET {tasks}:results:1 1-0 forged", False),
+    ("producer", "XADD {tasks}:dead * a 1", False),
+    ("producer", "XDEL {tasks}:dead 1-0", False),
+    ("producer", "XGROUP DELCONSUMER tasks workers c", False),
+    ("producer", "HSET {tasks}:audit dead_deleted 1", False),
     ("keda", "XINFO GROUPS tasks", True),
     ("keda", "XPENDING tasks workers", True),
     ("keda", "XADD tasks * a 1", False),
@@ -498,3 +515,24 @@ def test_result_lookups_are_limited_per_token(r: redis.Redis) -> None:
     assert (
         http.get("/results/1-0", headers=bearer(TOKEN_B)).status_code == 404
     )  # its own
+
+
+def test_a_python_producer_sends_reads_and_cancels_with_its_own_user(
+    acl_redis: tuple[RedisServer, dict[str, str]], tmp_path: Path
+) -> None:
+    server, passwords = acl_redis
+    settings = SenderSettings(redis=RedisSettings(
+        url=server.url, username="producer", password=passwords["producer"],
+    ))  # fmt: skip
+    with as_user(server, "admin", ADMIN) as admin:
+        admin.xgroup_create("tasks", "workers", "0", mkstream=True)
+    sender = Sender(settings)
+    try:
+        ref = sender.send("demo", {"n": 1}, idempotency_key="once")
+        assert sender.send("demo", {"n": 1}, idempotency_key="once").id == ref.id
+        assert ref.status()["state"] == "queued"
+        assert ref.cancel() is True and ref.status()["state"] == "cancelled"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            sender.client.xack("tasks", "workers", ref.id)
+    finally:
+        sender.close()
