@@ -11,13 +11,18 @@ from pipeline_core.group_state import MAX_ID
 from pipeline_core.replies import REASONS
 from pipeline_core.wire import encode_entry
 
+REDIS_FAILED = "redis unavailable"
+OUT_OF_TIME = "paced dispatch ran out of time (MAX_PACING_S)"
+
 
 class PublishInterruptedError(DispatcherError):
-    """Redis failed during a paced dispatch; `entry_ids` were written before."""
+    """A paced dispatch stopped (Redis failed, or its time ran out); `entry_ids` were
+    written before."""
 
-    def __init__(self, entry_ids: list[str]) -> None:
-        super().__init__(f"publishing stopped after {len(entry_ids)} entries")
+    def __init__(self, entry_ids: list[str], why: str = REDIS_FAILED) -> None:
+        super().__init__(f"publishing stopped after {len(entry_ids)} entries: {why}")
         self.entry_ids = entry_ids
+        self.why = why
 
 
 def publish(
@@ -39,13 +44,20 @@ def publish_paced(
     task: str,
     payloads: Sequence[str],
     delay_s: float,
+    deadline_s: float,
+    clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
-    """Append the payloads one at a time, `delay_s` apart (the seed's pacing)."""
+    """Append the payloads one at a time, `delay_s` apart (the seed's pacing). No write
+    starts past `deadline_s` (on `clock`): the request's end is bounded, however slow
+    Redis is, by the deadline plus the one write in flight (its socket timeout)."""
     entry_ids: list[str] = []
     for index, payload in enumerate(payloads):
-        if index:
-            sleep(delay_s)
+        pause_s = delay_s if index else 0.0
+        if clock() + pause_s > deadline_s:
+            raise PublishInterruptedError(entry_ids, OUT_OF_TIME)
+        if pause_s:
+            sleep(pause_s)
         try:
             reply = client.xadd(stream, encode_entry(task, payload))
         except redis.RedisError as error:
