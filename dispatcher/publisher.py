@@ -48,16 +48,16 @@ def publish_paced(
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
-    """Append the payloads one at a time, `delay_s` apart (the seed's pacing). No write
-    starts past `deadline_s` (on `clock`): the request's end is bounded, however slow
-    Redis is, by the deadline plus the one write in flight (its socket timeout)."""
+    """Append the payloads one at a time, `delay_s` apart (the seed's pacing). After
+    the first, no write starts past `deadline_s` (on `clock`): the request's end is
+    bounded, however slow Redis is, by the deadline plus the one write in flight (its
+    socket timeout)."""
     entry_ids: list[str] = []
     for index, payload in enumerate(payloads):
-        pause_s = delay_s if index else 0.0
-        if clock() + pause_s > deadline_s:
-            raise PublishInterruptedError(entry_ids, OUT_OF_TIME)
-        if pause_s:
-            sleep(pause_s)
+        if index:
+            if clock() + delay_s > deadline_s:
+                raise PublishInterruptedError(entry_ids, OUT_OF_TIME)
+            sleep(delay_s)
         try:
             reply = client.xadd(stream, encode_entry(task, payload))
         except redis.RedisError as error:

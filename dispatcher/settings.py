@@ -133,10 +133,12 @@ def _front_door(env: Mapping[str, str]) -> FrontDoor:
 
 
 def graceful_timeout_s(settings: Settings) -> int:
-    """How long gunicorn lets requests in progress finish on shutdown: a paced one
-    stops starting writes MAX_PACING_S after it began, and the write then in flight
-    ends within SOCKET_TIMEOUT_S; 5 s more to answer."""
-    return math.ceil(settings.max_pacing_s + settings.socket_timeout_s) + 5
+    """How long gunicorn lets requests in progress finish on shutdown: the longest a
+    request runs. After its first write a paced one starts none past MAX_PACING_S from
+    its start (its body, bounded by BODY_TIMEOUT_S, included); then the write in
+    flight ends within SOCKET_TIMEOUT_S; 5 s more to answer."""
+    longest_s = max(settings.max_pacing_s, settings.front_door.body_timeout_s)
+    return math.ceil(longest_s + settings.socket_timeout_s) + 5
 
 
 def _check_access(settings: Settings) -> None:
