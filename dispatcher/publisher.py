@@ -11,6 +11,10 @@ from pipeline_core.group_state import MAX_ID
 from pipeline_core.replies import REASONS
 from pipeline_core.wire import encode_entry
 
+# Under gunicorn's gevent worker nothing preempts a long loop: every this many entries
+# a batch lets other requests (and /healthz) run (time.sleep(0) is gevent.sleep(0)).
+# This request's parsed body is gone by then: one parse tree at a time still holds.
+YIELD_EVERY = 1000
 REDIS_FAILED = "redis unavailable"
 OUT_OF_TIME = "paced dispatch ran out of time (MAX_PACING_S)"
 
@@ -33,7 +37,9 @@ def publish(
 ) -> list[str]:
     """Append every payload in one MULTI/EXEC: the whole batch or none of it."""
     with client.pipeline(transaction=True) as pipe:
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                time.sleep(0)
             pipe.xadd(stream, encode_entry(task, payload))
         return [_entry_id(reply) for reply in pipe.execute()]
 

@@ -47,7 +47,9 @@ class Settings:
     tokens: tuple[str, ...] = ()
     allow_anonymous: bool = False  # only ever on loopback (make run)
     max_messages: int = 100_000
-    max_body_bytes: int = 16 * 1024 * 1024
+    # 8 MiB: a body of one long string with a character outside the BMP costs about
+    # 11 times its size while parsed (docs/performance.md, the front door).
+    max_body_bytes: int = 8 * 1024 * 1024
     max_payload_bytes: int = 64 * 1024  # one payload, encoded
     max_payload_depth: int = 32  # nesting of objects and lists in one payload
     # JSON values ('[', '{' and ',' counted in the raw body) a request may hold: what
