@@ -1,6 +1,7 @@
 """A /dispatch body, read whole within an absolute deadline and a size cap, holding a
-share of what bodies one process may hold at once; and the connection closed after an
-answer that left a body unread, so a slow one is never read to its end."""
+share of what bodies one process may hold at once; the console's forms within the same
+deadline; and the connection closed after an answer that left a body unread, so a slow
+one is never read to its end."""
 
 import threading
 
@@ -12,6 +13,7 @@ from dispatcher.errors import BusyError, InvalidPayloadError
 # gunicorn's read(n) waits for all n bytes, so what a stalled body has sent but not yet
 # handed over (at most this) is held uncharged: small, since connections are many.
 CHUNK_BYTES = 16 * 1024
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")  # read whole
 
 
 class Allowance:
@@ -51,6 +53,9 @@ def read_body(budget: Allowance, limit: int, timeout_s: float) -> bytearray:
         while chunk := request.stream.read(min(CHUNK_BYTES, limit + 1 - len(body))):
             _hold(budget, len(chunk))
             body += chunk
+            # Asking for the byte past the limit is what refuses a chunked body (the
+            # old get_data() read exactly the limit and stopped). werkzeug's stream
+            # raises the same 413 itself when MAX_CONTENT_LENGTH is set, as it is.
             if len(body) > limit:
                 raise InvalidPayloadError("body", f"is over {limit} bytes", 413)
     g.body_read = True
@@ -62,12 +67,22 @@ def give_back(budget: Allowance) -> None:
     budget.give(g.pop("body_held", 0))
 
 
+def parse_form_in_time(timeout_s: float) -> None:
+    """A console request's form, parsed within the body deadline before its guard or
+    view reads it (werkzeug bounds a form's memory; without this, a body trickled to
+    the sign-in form would hold its connection for as long as it lasts)."""
+    if request.blueprint != "console" or request.mimetype not in FORMS:
+        return
+    late = InvalidPayloadError("body", f"did not arrive within {timeout_s:g} s", 408)
+    with gevent.Timeout(timeout_s, late):
+        _ = request.form  # parsed now; the guard and the view read the cached form
+    g.body_read = True
+
+
 def close_if_body_unread() -> None:
     """After an answer given before the body was read whole (401, 408, 413, 415, 503),
-    have gunicorn close the connection rather than read the rest of it. The console
-    reads its own (small) forms whole, so its requests are left alone."""
-    unread = bool(request.content_length) or _chunked()
-    if not unread or g.get("body_read") or request.blueprint == "console":
+    have gunicorn close the connection rather than read the rest of it."""
+    if g.get("body_read") or not _has_body():
         return
     # gunicorn_conf.pre_request put it there; absent elsewhere (the test client).
     close = getattr(request.environ.get("wsgi.input"), "close_connection", None)
@@ -81,5 +96,6 @@ def _hold(budget: Allowance, amount: int) -> None:
     g.body_held = g.get("body_held", 0) + amount
 
 
-def _chunked() -> bool:
-    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+def _has_body() -> bool:
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return bool(request.content_length) or chunked

@@ -7,7 +7,13 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from dispatcher.body import Allowance, close_if_body_unread, give_back, read_body
+from dispatcher.body import (
+    Allowance,
+    close_if_body_unread,
+    give_back,
+    parse_form_in_time,
+    read_body,
+)
 from dispatcher.capacity import Capacity
 from dispatcher.errors import InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
@@ -37,7 +43,7 @@ def install_dispatch(
     capacity = Capacity(client, settings.queue, settings.max_backlog, budget)
     bodies = Allowance(BODY_BUDGET * settings.max_body_bytes)
     paced = Allowance(settings.max_paced_requests)
-    _install_front_door(app, bodies, metrics)
+    _install_front_door(app, settings, bodies, metrics)
 
     @app.post("/dispatch")
     def dispatch() -> Answer:
@@ -91,8 +97,12 @@ def _too_many_paced(limit: int) -> Answer:
 
 
 def _install_front_door(
-    app: Flask, bodies: Allowance, metrics: DispatcherMetrics
+    app: Flask, settings: Settings, bodies: Allowance, metrics: DispatcherMetrics
 ) -> None:
+    @app.before_request
+    def read_forms_in_time() -> None:
+        parse_form_in_time(settings.front_door.body_timeout_s)
+
     @app.after_request
     def count_refusals_and_close(response: Response) -> Response:
         # Refused messages: as many as the body asked for when it said so plainly,

@@ -25,6 +25,7 @@ BODY_TIMEOUT_S = 2.0  # shorter than shipped, so the test sees several rounds
 MARGIN_S = 2.5  # a loaded 2-core machine: the deadlines are checked with room
 ENV = {
     "DISPATCH_TOKENS": TOKEN,
+    "OPERATOR_TOKENS": "op-" + "6" * 29,  # the console on (loopback), its sampler too
     "DISPATCH_ALLOW_ANONYMOUS": "0",
     "BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
     "MAX_BODY_BYTES": "65536",
@@ -180,3 +181,30 @@ def test_frontdoor_refuses_bodies_past_what_a_process_may_hold(stack: Stack) -> 
     deadline = time.monotonic() + 5
     while (answer := post_padded(stack.port, 40_000))[0] != 202:
         assert time.monotonic() < deadline, answer  # given back when they ended
+
+
+def test_frontdoor_cuts_a_console_form_trickled_past_the_body_deadline(
+    stack: Stack,
+) -> None:
+    head = (
+        "POST /ui/signin HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", stack.port), timeout=0.5)
+    sock.sendall(head.encode())
+    started, answer = time.monotonic(), b""
+    while time.monotonic() - started < BODY_TIMEOUT_S + MARGIN_S:
+        try:
+            sock.sendall(b"t")  # one byte of the form every half second
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+    sock.close()
+    took_s = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert BODY_TIMEOUT_S <= took_s < BODY_TIMEOUT_S + MARGIN_S
