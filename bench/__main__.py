@@ -2,7 +2,8 @@
 with default settings, against the raw redis-py limit on the same Redis, all measured in
 this run, and the built images' sizes and start times. Ratios are what count: the
 machine is noisy, so each figure is the median of N runs, with the spread beside it.
-Then the console's page times (bench/console.py)."""
+Then the console's page times (bench/console.py) and the front door's memory and
+slow-client figures (bench/frontdoor.py)."""
 
 import argparse
 import dataclasses
@@ -15,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import console, plan
+from bench import console, frontdoor, plan
 from bench.table import Results, Row, render
 from harness.processes import ROOT, Service, free_port, http_ok, wait_for
 from harness.redis_server import RedisServer
@@ -145,6 +146,8 @@ def main() -> int:
     console_size = 20_000 if args.quick else 1_000_000  # pending and dead letters
     with tempfile.TemporaryDirectory(prefix="bench-console-") as workdir:
         print("\n".join(console.run(console_size, Path(workdir))))
+    with tempfile.TemporaryDirectory(prefix="bench-frontdoor-") as workdir:
+        print("\n".join(frontdoor.run(args.quick, Path(workdir))), flush=True)
     return 0
 
 

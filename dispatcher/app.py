@@ -1,8 +1,8 @@
-"""HTTP API: routes only. Validation and Redis writes live in their own modules."""
+"""HTTP API: the app, its reads, auth and error answers; POST /dispatch lives in
+dispatcher/dispatch.py, validation and Redis writes in their own modules."""
 
 import logging
 import time
-from typing import Any
 
 import redis
 from flask import Flask, Response, g, request
@@ -10,27 +10,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from dispatcher.auth import DISPATCHING, READING, Caller, caller
-from dispatcher.capacity import Capacity
 from dispatcher.console import install_console
-from dispatcher.errors import InvalidPayloadError
+from dispatcher.dispatch import RETRY_LATER, Answer, install_dispatch
+from dispatcher.errors import BusyError, InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.publisher import (
     PublishInterruptedError,
-    publish,
-    publish_paced,
     stream_ids_exhausted,
     unavailable_body,
 )
 from dispatcher.results import install_results
 from dispatcher.settings import Settings
-from dispatcher.validation import decode_json, parse_dispatch
 from pipeline_core.connection import Client
 from pipeline_core.replies import reason
 
 log = logging.getLogger(__name__)
-
-Answer = tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]
-RETRY_LATER = {"Retry-After": "1"}
 
 
 def create_app(
@@ -47,7 +41,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     _install_request_metrics(app, metrics)  # first: it times every request
     _install_auth(app, settings, metrics)
-    _install_dispatch(app, settings, client, metrics)
+    install_dispatch(app, settings, client, metrics)
     _install_reads(app, settings, client, served or registry)
     _install_redis_error_handlers(app, metrics)
     _install_http_error_handlers(app, metrics)
@@ -82,39 +76,6 @@ def _install_auth(app: Flask, settings: Settings, metrics: DispatcherMetrics) ->
         return body, 401, headers
 
 
-def _install_dispatch(
-    app: Flask, settings: Settings, client: Client, metrics: DispatcherMetrics
-) -> None:
-    budget = (settings.memory_budget_bytes, settings.memory_budget_ratio)
-    capacity = Capacity(client, settings.queue, settings.max_backlog, budget)
-
-    @app.post("/dispatch")
-    def dispatch() -> Answer:
-        if not request.is_json:
-            raise InvalidPayloadError("Content-Type", "must be application/json", 415)
-        order = parse_dispatch(decode_json(request.get_data()), settings)
-        g.message_count = len(order.payloads)
-        size = sum(len(payload) for payload in order.payloads)
-        refusal = capacity.refusal(len(order.payloads), size)
-        if refusal:
-            metrics.messages.labels("throttled").inc(len(order.payloads))
-            return refusal
-        stream, task, payloads = settings.queue.stream, order.task, order.payloads
-        owner = g.caller.fingerprint
-        if order.delay_s > 0:
-            entry_ids = publish_paced(
-                client, stream, task, payloads, order.delay_s, owner=owner
-            )
-        else:
-            entry_ids = publish(client, stream, task, payloads, owner)
-        capacity.add(len(entry_ids), size)
-        metrics.messages.labels("accepted").inc(len(entry_ids))
-        facts = {"task": task, "count": len(entry_ids), "first_entry_id": entry_ids[0]}
-        log.info("dispatch accepted", extra=facts)
-        body = {"stream": stream, "task": task, "count": len(entry_ids)}
-        return {**body, "entry_ids": entry_ids}, 202
-
-
 def _install_reads(
     app: Flask, settings: Settings, client: Client, registry: CollectorRegistry
 ) -> None:
@@ -145,8 +106,13 @@ def _install_redis_error_handlers(app: Flask, metrics: DispatcherMetrics) -> Non
         written = len(error.entry_ids)
         metrics.messages.labels("accepted").inc(written)
         metrics.messages.labels("failed").inc(g.get("message_count", 0) - written)
-        body = {"error": "redis unavailable; only entry_ids were written"}
+        body = {"error": f"{error.why}; only entry_ids were written"}
         return {**body, "entry_ids": error.entry_ids}, 503, RETRY_LATER
+
+    @app.errorhandler(BusyError)
+    def busy(error: BusyError) -> Answer:
+        metrics.messages.labels("throttled").inc(1)  # how many: the body was not read
+        return {"error": "busy", "reason": str(error)}, 503, RETRY_LATER
 
     @app.errorhandler(redis.RedisError)
     def unavailable(error: redis.RedisError) -> Answer:
@@ -162,7 +128,6 @@ def _install_redis_error_handlers(app: Flask, metrics: DispatcherMetrics) -> Non
 def _install_http_error_handlers(app: Flask, metrics: DispatcherMetrics) -> None:
     @app.errorhandler(InvalidPayloadError)
     def invalid(error: InvalidPayloadError) -> Answer:
-        metrics.messages.labels("refused").inc(g.get("message_count", 0))
         body = {"error": "invalid request", "field": error.field, "rule": error.rule}
         return body, error.status
 

@@ -14,3 +14,8 @@ class InvalidPayloadError(DispatcherError):
         self.field = field
         self.rule = rule
         self.status = status
+
+
+class BusyError(DispatcherError):
+    """The process holds as many request bodies as it may; answered 503 with
+    Retry-After (the body is left unread)."""

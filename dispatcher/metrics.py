@@ -11,7 +11,8 @@ class DispatcherMetrics:
         self.messages = Counter(
             "dispatcher_messages",
             "Messages in /dispatch requests by outcome: accepted (on the stream), "
-            "refused (4xx), throttled (429, backlog full), failed (Redis error).",
+            "refused (4xx but 429; 1 per request when the body does not say how many), "
+            "throttled (429, 507, 503 busy), failed (Redis error).",
             ["outcome"],
             registry=registry,
         )

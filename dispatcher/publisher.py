@@ -11,13 +11,22 @@ from pipeline_core.group_state import MAX_ID
 from pipeline_core.replies import REASONS
 from pipeline_core.wire import encode_entry
 
+# Under gunicorn's gevent worker nothing preempts a long loop: every this many entries
+# a batch lets other requests (and /healthz) run (time.sleep(0) is gevent.sleep(0)).
+# This request's parsed body is gone by then: one parse tree at a time still holds.
+YIELD_EVERY = 1000
+REDIS_FAILED = "redis unavailable"
+OUT_OF_TIME = "paced dispatch ran out of time (MAX_PACING_S)"
+
 
 class PublishInterruptedError(DispatcherError):
-    """Redis failed during a paced dispatch; `entry_ids` were written before."""
+    """A paced dispatch stopped (Redis failed, or its time ran out); `entry_ids` were
+    written before."""
 
-    def __init__(self, entry_ids: list[str]) -> None:
-        super().__init__(f"publishing stopped after {len(entry_ids)} entries")
+    def __init__(self, entry_ids: list[str], why: str = REDIS_FAILED) -> None:
+        super().__init__(f"publishing stopped after {len(entry_ids)} entries: {why}")
         self.entry_ids = entry_ids
+        self.why = why
 
 
 def publish(
@@ -29,7 +38,9 @@ def publish(
 ) -> list[str]:
     """Append every payload in one MULTI/EXEC: the whole batch or none of it."""
     with client.pipeline(transaction=True) as pipe:
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                time.sleep(0)
             pipe.xadd(stream, encode_entry(task, payload, owner))
         return [_entry_id(reply) for reply in pipe.execute()]
 
@@ -40,13 +51,20 @@ def publish_paced(
     task: str,
     payloads: Sequence[str],
     delay_s: float,
+    deadline_s: float,
+    clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
     owner: str | None = None,
 ) -> list[str]:
-    """Append the payloads one at a time, `delay_s` apart (the seed's pacing)."""
+    """Append the payloads one at a time, `delay_s` apart (the seed's pacing). After
+    the first, no write starts past `deadline_s` (on `clock`): the request's end is
+    bounded, however slow Redis is, by the deadline plus the one write in flight (its
+    socket timeout)."""
     entry_ids: list[str] = []
     for index, payload in enumerate(payloads):
         if index:
+            if clock() + delay_s > deadline_s:
+                raise PublishInterruptedError(entry_ids, OUT_OF_TIME)
             sleep(delay_s)
         try:
             reply = client.xadd(stream, encode_entry(task, payload, owner))

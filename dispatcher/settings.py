@@ -1,5 +1,6 @@
 """Dispatcher settings: a frozen dataclass filled from the environment at start."""
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,23 +23,42 @@ MIN_SECRET_KEY_LENGTH = 32
 
 
 @dataclass(frozen=True, slots=True)
+class FrontDoor:
+    """How gunicorn's gevent worker treats connections (docs/security.md): each is a
+    greenlet, so a slow or idle client costs memory, not one of a few threads."""
+
+    worker_connections: int = 1000  # connections one process holds at once
+    # The absolute deadline to receive a request's head (gunicorn's keepalive: also how
+    # long an idle kept-alive connection waits for its next request). Whole seconds.
+    header_timeout_s: int = 5
+    body_timeout_s: float = 10.0  # the absolute deadline to receive a /dispatch body
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     queue: Queue = field(default_factory=Queue)
     host: str = "0.0.0.0"  # all interfaces: what a container behind a Service needs
     port: int = 8000
-    threads: int = 8
     # gunicorn worker processes. Above 1, metrics use prometheus_client's multiprocess
     # mode (files in PROMETHEUS_MULTIPROC_DIR, wiped at start).
     http_workers: int = 1
+    front_door: FrontDoor = field(default_factory=FrontDoor)
     # Bearer tokens accepted on /dispatch and /results; rotate by listing old and new.
     tokens: tuple[str, ...] = ()
     allow_anonymous: bool = False  # only ever on loopback (make run)
     max_messages: int = 100_000
-    max_body_bytes: int = 16 * 1024 * 1024
+    # 8 MiB: a body of one long string with a character outside the BMP costs about
+    # 11 times its size while parsed (docs/performance.md, the front door).
+    max_body_bytes: int = 8 * 1024 * 1024
     max_payload_bytes: int = 64 * 1024  # one payload, encoded
     max_payload_depth: int = 32  # nesting of objects and lists in one payload
+    # JSON values ('[', '{' and ',' counted in the raw body) a request may hold: what
+    # bounds the memory of parsing it, whatever its shape (docs/performance.md).
+    max_json_values: int = 500_000
+    # A paced request (`delay`) ends within this from its start, whatever Redis does.
     max_pacing_s: float = 60.0
+    max_paced_requests: int = 4  # paced requests one process runs at once (then 429)
     # Refuse new work (429) while the group has this many entries still to finish.
     max_backlog: int = 1_000_000
     # Refuse new work (507) while Redis uses more than this (pipeline_core/memory.py):
@@ -73,15 +93,19 @@ def from_env(env: Mapping[str, str]) -> Settings:
         queue=queue_from_env(env),
         host=text(env, "HOST", d.host),
         port=number(env, "PORT", int, d.port, 1, 65535),
-        threads=number(env, "THREADS", int, d.threads, 1, 256),
         http_workers=number(env, "HTTP_WORKERS", int, d.http_workers, 1, 64),
+        front_door=_front_door(env),
         tokens=_tokens(env),
         allow_anonymous=bool(flag(env, "DISPATCH_ALLOW_ANONYMOUS", False)),
         max_messages=number(env, "MAX_MESSAGES", int, d.max_messages, 1),
         max_body_bytes=number(env, "MAX_BODY_BYTES", int, d.max_body_bytes, 1),
         max_payload_bytes=number(env, "MAX_PAYLOAD_BYTES", int, d.max_payload_bytes, 2),
         max_payload_depth=number(env, "MAX_PAYLOAD_DEPTH", int, d.max_payload_depth, 1),
+        max_json_values=number(env, "MAX_JSON_VALUES", int, d.max_json_values, 10),
         max_pacing_s=number(env, "MAX_PACING_S", float, d.max_pacing_s, 0),
+        max_paced_requests=number(
+            env, "MAX_PACED_REQUESTS", int, d.max_paced_requests, 1
+        ),
         max_backlog=number(env, "MAX_BACKLOG", int, d.max_backlog, 1),
         lookups_per_minute=number(
             env, "LOOKUPS_PER_MINUTE", int, d.lookups_per_minute, 1
@@ -108,6 +132,28 @@ def from_env(env: Mapping[str, str]) -> Settings:
     _check_access(settings)
     _check_console_tokens(settings)
     return settings
+
+
+def _front_door(env: Mapping[str, str]) -> FrontDoor:
+    d = FrontDoor()
+    return FrontDoor(
+        worker_connections=number(
+            env, "WORKER_CONNECTIONS", int, d.worker_connections, 10, 100_000
+        ),
+        header_timeout_s=number(
+            env, "HEADER_TIMEOUT_S", int, d.header_timeout_s, 1, 300
+        ),
+        body_timeout_s=number(env, "BODY_TIMEOUT_S", float, d.body_timeout_s, 0.1),
+    )
+
+
+def graceful_timeout_s(settings: Settings) -> int:
+    """How long gunicorn lets requests in progress finish on shutdown: the longest a
+    request runs. After its first write a paced one starts none past MAX_PACING_S from
+    its start (its body, bounded by BODY_TIMEOUT_S, included); then the write in
+    flight ends within SOCKET_TIMEOUT_S; 5 s more to answer."""
+    longest_s = max(settings.max_pacing_s, settings.front_door.body_timeout_s)
+    return math.ceil(longest_s + settings.socket_timeout_s) + 5
 
 
 def _check_access(settings: Settings) -> None:

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from dispatcher.errors import InvalidPayloadError
 from dispatcher.settings import Settings
 from pipeline_core.wire import ENTRY_ID, TASK_NAME, TASK_NAME_RULE, encode_payload
@@ -21,9 +23,15 @@ class DispatchRequest:
     delay_s: float
 
 
-def decode_json(raw: bytes) -> Any:
+def decode_json(raw: bytes | bytearray, max_values: int) -> Any:
     """Parse a request body; NaN and Infinity (also as 1e400) are refused: they are not
-    JSON."""
+    JSON. A body of over `max_values` values is refused before it is parsed: every
+    value but the first follows a '[', '{' or ',', so counting those (in strings too,
+    an overestimate) bounds what parsing would build, whatever the body's shape."""
+    values = 1 + raw.count(b"[") + raw.count(b"{") + raw.count(b",")
+    if values > max_values:
+        rule = f"holds over {max_values} JSON values (counting '[', '{{' and ',')"
+        raise InvalidPayloadError("body", rule, 413)
     try:
         return json.loads(
             raw,
@@ -58,6 +66,17 @@ def parse_dispatch(body: Any, settings: Settings) -> DispatchRequest:
         payloads = [encode_payload({"seq": seq}) for seq in range(count)]
     delay_s = _delay(body.get("delay", 0), len(payloads), settings.max_pacing_s)
     return DispatchRequest(_task(body.get("task", DEFAULT_TASK)), payloads, delay_s)
+
+
+def message_count(body: Any, limit: int) -> int | None:
+    """How many messages the body asks for, when it says so plainly (a valid
+    num_messages, or a payloads list of 1 to `limit`); else None."""
+    if not isinstance(body, dict):
+        return None
+    count: Any = body.get("num_messages")
+    if "payloads" in body:
+        count = len(body["payloads"]) if isinstance(body["payloads"], list) else None
+    return count if _is_int(count) and 1 <= count <= limit else None
 
 
 def check_entry_id(entry_id: str) -> str:
@@ -98,12 +117,19 @@ def _payloads(value: Any, settings: Settings) -> list[str]:
             raise InvalidPayloadError(
                 field, f"nests objects and lists over {settings.max_payload_depth} deep"
             )
-        text = encode_payload(payload)
+        text = _encode(payload, field)
         if len(text) > settings.max_payload_bytes:
             rule = f"is over {settings.max_payload_bytes} bytes as JSON"
             raise InvalidPayloadError(field, rule, status=413)
         encoded.append(text)
     return encoded
+
+
+def _encode(payload: dict[str, Any], field: str) -> str:
+    try:
+        return encode_payload(payload)
+    except orjson.JSONEncodeError as error:  # a lone surrogate ("\ud800") in a string
+        raise InvalidPayloadError(field, f"cannot be UTF-8 JSON: {error}") from None
 
 
 def _deeper_than(payload: dict[str, Any], limit: int) -> bool:

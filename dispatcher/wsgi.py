@@ -41,6 +41,8 @@ def connect_dispatcher(settings: Settings, timeout_s: float | None = None) -> Cl
 
 def create() -> Flask:
     settings = from_env(os.environ)
+    if "THREADS" in os.environ:  # the gthread worker's setting, before gevent
+        log.warning("THREADS ignored: connections are greenlets (WORKER_CONNECTIONS)")
     state_client = connect_dispatcher(settings, timeout_s=settings.state_timeout_s)
     budget = (settings.memory_budget_bytes, settings.memory_budget_ratio)
     state = StreamStateCollector(state_client, settings.queue, budget)

@@ -9,6 +9,7 @@ the services read themselves. The addresses chosen are written to RUN_DIR/pipeli
 where `pipeline` finds them.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -88,9 +89,12 @@ class LocalRun:
             terminate([self.prometheus], STOP_GRACE_S)
 
     def kill(self) -> None:
+        """SIGKILL each process's group (each started in a session of its own), so a
+        child it forked dies with it: the dispatcher's gunicorn worker, which would
+        otherwise notice its parent gone only at its next check, a second later."""
         for process in self.processes():
-            if process.poll() is None:
-                process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     def banner(self) -> str:
         stack, cli = self.stack, "redis-cli -u " + self.stack.url

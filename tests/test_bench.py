@@ -34,6 +34,11 @@ def test_bench_quick_mode_writes_the_whole_table(tmp_path: Path) -> None:
         assert line.startswith("| ") and line.count(" | ") == 5, line
     for row in ("Console: Overview", "Console: Dead letters, rare text"):
         assert row in done.stdout  # the console's page times follow the table
+    for row in (
+        "Front door: one long string, one emoji",
+        "Front door: /healthz while 200",
+    ):
+        assert row in done.stdout  # then the front door's memory and slow clients
     # Every figure of the table is there, with the raw one beside it.
     assert "raw, 2 processes: " in table and "2 plain processes: " in table
 

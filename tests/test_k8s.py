@@ -18,6 +18,7 @@ from consumer import settings as consumer_settings
 from dispatcher import settings as dispatcher_settings
 from dispatcher.app import create_app
 from dispatcher.settings import Settings as DispatcherSettings
+from dispatcher.settings import graceful_timeout_s
 from harness.processes import ROOT
 from pipeline_core.memory import Memory
 from tests.conftest import require_tool
@@ -221,7 +222,9 @@ def test_consumer_grace_period_outlasts_the_task_in_hand_and_the_read() -> None:
 
 def test_dispatcher_grace_period_outlasts_gunicorns_graceful_timeout() -> None:
     pod = find(DOCS, "Deployment", "dispatcher")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > DispatcherSettings().max_pacing_s + 5
+    assert pod["terminationGracePeriodSeconds"] > graceful_timeout_s(
+        DispatcherSettings()
+    )
 
 
 @pytest.mark.parametrize(
