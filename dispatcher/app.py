@@ -19,8 +19,10 @@ from dispatcher.publisher import (
     stream_ids_exhausted,
     unavailable_body,
 )
+from dispatcher.ratelimit import WindowLimiter
 from dispatcher.results import install_results
 from dispatcher.settings import Settings
+from dispatcher.tasks import install_tasks
 from pipeline_core.connection import Client
 from pipeline_core.replies import reason
 
@@ -33,7 +35,8 @@ def create_app(
     registry: CollectorRegistry | None = None,
     served: CollectorRegistry | None = None,
 ) -> Flask:
-    """The Flask app: /dispatch, /results/<entry_id>, /healthz, /readyz, /metrics.
+    """The Flask app: /dispatch, /results/<id>, /tasks/<id>, /healthz, /readyz,
+    /metrics.
     Metrics are created on `registry`; /metrics serves `served` (default: the same)."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = DispatcherMetrics(registry)
@@ -79,7 +82,9 @@ def _install_auth(app: Flask, settings: Settings, metrics: DispatcherMetrics) ->
 def _install_reads(
     app: Flask, settings: Settings, client: Client, registry: CollectorRegistry
 ) -> None:
-    install_results(app, settings, client)
+    lookups = WindowLimiter(settings.lookups_per_minute, 60.0)
+    install_results(app, settings, lookups, client)
+    install_tasks(app, settings, lookups, client)
 
     @app.get("/healthz")
     def healthz() -> Answer:

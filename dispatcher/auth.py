@@ -13,7 +13,7 @@ from dataclasses import dataclass
 # Flask endpoint names that need a token; health, metrics and the console's own
 # sign-in stay outside.
 DISPATCHING = ("dispatch",)
-READING = ("result",)
+READING = ("result", "task_status", "task_cancel")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """POST /dispatch: the body read within its limits (dispatcher/body.py), checked, then
 held against the backlog, the memory budget and the cap on paced requests before
-anything is written."""
+anything is written; with an Idempotency-Key, written once per key."""
 
+import hashlib
 import logging
 from typing import Any
 
@@ -26,6 +27,16 @@ from dispatcher.validation import (
     parse_dispatch,
 )
 from pipeline_core.connection import Client
+from pipeline_core.sending import (
+    IDEMPOTENCY_KEY_RULE,
+    BacklogFullError,
+    IdempotencyConflictError,
+    Written,
+    check_idempotency_key,
+    idempotency_record,
+    write_tasks,
+)
+from pipeline_core.wire import encode_entry
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +55,132 @@ def install_dispatch(
     bodies = Allowance(BODY_BUDGET * settings.max_body_bytes)
     paced = Allowance(settings.max_paced_requests)
     _install_front_door(app, settings, bodies, metrics)
+    _install_refusals(app, metrics)
 
     @app.post("/dispatch")
     def dispatch() -> Answer:
         if not request.is_json:
             raise InvalidPayloadError("Content-Type", "must be application/json", 415)
+        key = _idempotency_key()
         order = _read_order(bodies, settings)
         g.message_count = count = len(order.payloads)
+        once = Once(settings, key, order) if key else None
+        earlier = once.earlier(client) if once else None
+        if earlier:  # a replay is answered whatever the load
+            return _replayed(earlier, settings, order, metrics)
         size = sum(len(payload) for payload in order.payloads)
-        refusal = capacity.refusal(count, size)
+        refusal = capacity.refusal(count, size) or _paced_refusal(
+            order, paced, settings
+        )
         if refusal:
             metrics.messages.labels("throttled").inc(count)
             return refusal
-        if order.delay_s > 0 and not paced.take():
-            metrics.messages.labels("throttled").inc(count)
-            return _too_many_paced(settings.max_paced_requests)
         try:
-            entry_ids = _publish(client, settings, order)
+            written = once.write(client) if once else _publish(client, settings, order)
         finally:
             if order.delay_s > 0:
                 paced.give()
+        if written.replayed:  # a twin request with the key won the race
+            return _replayed(written, settings, order, metrics)
+        entry_ids = written.entry_ids
         capacity.add(len(entry_ids), size)
         metrics.messages.labels("accepted").inc(len(entry_ids))
         facts = {"task": order.task, "count": count, "first_entry_id": entry_ids[0]}
         log.info("dispatch accepted", extra=facts)
-        body = {"stream": settings.queue.stream, "task": order.task, "count": count}
-        return {**body, "entry_ids": entry_ids}, 202
+        return _accepted(settings, order, entry_ids), 202
+
+
+def _install_refusals(app: Flask, metrics: DispatcherMetrics) -> None:
+    """The answers of refusals the send script makes (nothing written by them)."""
+
+    @app.errorhandler(IdempotencyConflictError)
+    def conflict(error: IdempotencyConflictError) -> Answer:
+        body = {"error": "idempotency key reused", "field": "Idempotency-Key"}
+        return {**body, "rule": str(error)}, 422
+
+    @app.errorhandler(BacklogFullError)
+    def backlog_full(error: BacklogFullError) -> Answer:
+        metrics.messages.labels("throttled").inc(g.get("message_count", 0))
+        body = {"error": "backlog full", "backlog": error.backlog, "limit": error.limit}
+        return body, 429, RETRY_LATER
+
+
+def _paced_refusal(
+    order: DispatchRequest, paced: Allowance, settings: Settings
+) -> Answer | None:
+    if order.delay_s > 0 and not paced.take():
+        return _too_many_paced(settings.max_paced_requests)
+    return None
+
+
+def _accepted(
+    settings: Settings, order: DispatchRequest, entry_ids: list[str]
+) -> dict[str, Any]:
+    """The 202's body: a replay renders the same from the same request and IDs."""
+    body = {"stream": settings.queue.stream, "task": order.task}
+    # The task IDs are the entry IDs of tasks written at once.
+    return {**body, "count": len(entry_ids), "entry_ids": entry_ids,
+            "task_ids": entry_ids}  # fmt: skip
+
+
+def _replayed(
+    written: Written,
+    settings: Settings,
+    order: DispatchRequest,
+    metrics: DispatcherMetrics,
+) -> Answer:
+    metrics.messages.labels("replayed").inc(len(written.entry_ids))
+    body = _accepted(settings, order, written.entry_ids)
+    return body, 202, {"Idempotent-Replayed": "true"}
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    try:
+        return check_idempotency_key(key)
+    except ValueError:
+        raise InvalidPayloadError("Idempotency-Key", IDEMPOTENCY_KEY_RULE) from None
+
+
+WITH_DELAY = "cannot go with a delay: paced entries are written one by one"
+KEY_REUSED = "this key came with another request (task or payloads) before"
+
+
+class Once:
+    """A request with an Idempotency-Key: written at most once per key and token for
+    IDEMPOTENCY_TTL_S (pipeline_core.sending's script records the key with the
+    entries, atomically); a repeat gets the first answer, another body a 422."""
+
+    def __init__(self, settings: Settings, key: str, order: DispatchRequest) -> None:
+        if order.delay_s > 0:
+            raise InvalidPayloadError("Idempotency-Key", WITH_DELAY)
+        self.settings, self.order = settings, order
+        scope = g.caller.fingerprint or "anonymous"
+        self.record = idempotency_record(settings.queue, scope, key)
+        digest = hashlib.sha256(order.task.encode())
+        for payload in order.payloads:
+            digest.update(b"\n" + payload.encode())
+        self.request = digest.hexdigest()
+
+    def earlier(self, client: Client) -> Written | None:
+        """The key's first answer, if it had one (raises on another body)."""
+        request_hash, ids = client.hmget(self.record, ["request", "ids"])
+        if request_hash is None:
+            return None
+        if request_hash != self.request:
+            raise IdempotencyConflictError(KEY_REUSED)
+        return Written(str(ids).split(","), replayed=True)
+
+    def write(self, client: Client) -> Written:
+        """The entries and the key's record in one step (or the twin's answer)."""
+        owner = g.caller.fingerprint
+        entries = [encode_entry(self.order.task, p, owner) for p in self.order.payloads]
+        return write_tasks(
+            client, self.settings.queue, entries, self.settings.max_backlog,
+            (self.record, self.request, self.settings.idempotency_ttl_s),
+        )  # fmt: skip
 
 
 def _read_order(bodies: Allowance, settings: Settings) -> DispatchRequest:
@@ -81,16 +192,18 @@ def _read_order(bodies: Allowance, settings: Settings) -> DispatchRequest:
     return parse_dispatch(body, settings)
 
 
-def _publish(client: Client, settings: Settings, order: DispatchRequest) -> list[str]:
+def _publish(client: Client, settings: Settings, order: DispatchRequest) -> Written:
     stream, task, payloads = settings.queue.stream, order.task, order.payloads
     owner = g.caller.fingerprint  # who may read these entries' results and states
     if order.delay_s > 0:
         # The whole request, from its first byte past the head, within MAX_PACING_S.
         deadline_s = g.started + settings.max_pacing_s
-        return publish_paced(
-            client, stream, task, payloads, order.delay_s, deadline_s, owner=owner
+        return Written(
+            publish_paced(
+                client, stream, task, payloads, order.delay_s, deadline_s, owner=owner
+            )
         )
-    return publish(client, stream, task, payloads, owner)
+    return Written(publish(client, stream, task, payloads, owner))
 
 
 def _too_many_paced(limit: int) -> Answer:

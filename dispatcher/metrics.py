@@ -12,7 +12,8 @@ class DispatcherMetrics:
             "dispatcher_messages",
             "Messages in /dispatch requests by outcome: accepted (on the stream), "
             "refused (4xx but 429; 1 per request when the body does not say how many), "
-            "throttled (429, 507, 503 busy), failed (Redis error).",
+            "throttled (429, 507, 503 busy), failed (Redis error), replayed (a repeat "
+            "of an Idempotency-Key's request: answered, nothing written).",
             ["outcome"],
             registry=registry,
         )
@@ -34,5 +35,5 @@ class DispatcherMetrics:
             "Requests refused for a missing or wrong bearer token (401).",
             registry=registry,
         )
-        for outcome in ("accepted", "refused", "throttled", "failed"):
+        for outcome in ("accepted", "refused", "throttled", "failed", "replayed"):
             self.messages.labels(outcome)

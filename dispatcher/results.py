@@ -1,5 +1,5 @@
-"""`GET /results/<entry_id>`: a task's stored result, for the token that dispatched it
-(and operators'), at a bounded rate per client."""
+"""`GET /results/<id>`: a task's stored result, for the token that dispatched it (and
+operators'), at a bounded rate per client. The ID is the task's (its entry ID)."""
 
 import json
 from typing import Any
@@ -20,17 +20,25 @@ def client_key() -> str:
     return g.caller.fingerprint or request.remote_addr or "?"
 
 
-def install_results(app: Flask, settings: Settings, client: Client) -> None:
-    lookups = WindowLimiter(settings.lookups_per_minute, 60.0)
+def too_many_lookups(lookups: WindowLimiter, settings: Settings) -> Answer | None:
+    """The 429 of a caller past LOOKUPS_PER_MINUTE (results and task states alike)."""
+    if lookups.allow(client_key()):
+        return None
+    limit = {
+        "error": "too many lookups",
+        "limit_per_minute": settings.lookups_per_minute,
+    }
+    return limit, 429, {"Retry-After": "10"}
 
+
+def install_results(
+    app: Flask, settings: Settings, lookups: WindowLimiter, client: Client
+) -> None:
     @app.get("/results/<entry_id>")
     def result(entry_id: str) -> Answer:
-        if not lookups.allow(client_key()):
-            limit = {
-                "error": "too many lookups",
-                "limit_per_minute": settings.lookups_per_minute,
-            }
-            return limit, 429, {"Retry-After": "10"}
+        refused = too_many_lookups(lookups, settings)
+        if refused:
+            return refused
         key = settings.queue.results_key(check_entry_id(entry_id))
         stored, owner = client.hmget(key, [entry_id, owner_field(entry_id)])
         # Another token's entry answers as a missing one: whether it exists is theirs.

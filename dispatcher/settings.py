@@ -66,6 +66,7 @@ class Settings:
     # GET /results (and /tasks) a client may make in a minute, counted per token (or
     # per address on an anonymous run), in each dispatcher process.
     lookups_per_minute: int = 600
+    idempotency_ttl_s: int = 86_400  # how long an Idempotency-Key's answer is kept
     memory_budget_bytes: int = 0
     memory_budget_ratio: float = 0.8
     # Dead letters older than this are deleted, by the dispatcher (housekeeping.py),
@@ -107,6 +108,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
             env, "MAX_PACED_REQUESTS", int, d.max_paced_requests, 1
         ),
         max_backlog=number(env, "MAX_BACKLOG", int, d.max_backlog, 1),
+        idempotency_ttl_s=number(env, "IDEMPOTENCY_TTL_S", int, d.idempotency_ttl_s, 1),
         lookups_per_minute=number(
             env, "LOOKUPS_PER_MINUTE", int, d.lookups_per_minute, 1
         ),

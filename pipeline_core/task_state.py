@@ -33,7 +33,7 @@ from pipeline_core.wire import ENTRY_ID, entry_ms
 
 STATES = ("queued", "running", "retrying", "succeeded", "dead", "cancelled")
 CANCELLABLE = ("queued", "retrying")
-TASK_ID_RULE = "must look like <milliseconds>-<sequence>"
+TASK_ID_RULE = "must look like <milliseconds>-<sequence> (numbers of 64 bits)"
 CANCELS = "cancels"  # Queue.key(CANCELS): the cancel requests
 CANCEL_TTL_MS = 7 * 86_400_000  # a request not acted on in a week is dropped
 
@@ -209,7 +209,10 @@ class TaskStatus:
 
 
 def check_task_id(task_id: str) -> str:
-    if not ENTRY_ID.fullmatch(task_id):
+    """A task ID as Redis takes an entry ID: two numbers of 64 bits each."""
+    if not ENTRY_ID.fullmatch(task_id) or any(
+        int(part) >= 2**64 for part in task_id.split("-")
+    ):
         raise InvalidTaskIdError(task_id)
     return task_id
 

@@ -141,6 +141,7 @@ def test_a_retrying_task_is_cancelled_and_its_reclaim_acks_it_unrun(
 def test_unknown_and_malformed_ids(r: redis.Redis) -> None:
     assert task_state.status(r, QUEUE, "1-0") is None
     assert task_state.cancel(r, QUEUE, "1-0") is None
-    for wrong in ("", "abc", "1-", "-1", "1-2-3", "1" * 21 + "-0", "1-0\n"):
+    wrong_ids = ("", "abc", "1-", "-1", "1-2-3", "1" * 21 + "-0", "1-0\n", f"0-{2**64}")
+    for wrong in wrong_ids:
         with pytest.raises(InvalidTaskIdError, match="milliseconds"):
             task_state.status(r, QUEUE, wrong)
