@@ -60,9 +60,8 @@ def post(port: int, body: bytes) -> int:
 def get_ms(port: int, path: str, body: bytes | None = None) -> float:
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(
-        "POST" if body else "GET", path, body, {"Content-Type": "application/json"}
-    )
+    method = "POST" if body else "GET"
+    conn.request(method, path, body, {"Content-Type": "application/json"})
     conn.getresponse().read()
     conn.close()
     return (time.perf_counter() - started) * 1000
@@ -188,12 +187,8 @@ def run(quick: bool, workdir: Path) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.frontdoor", description=__doc__
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="small limits: a smoke run"
-    )
+    parser = argparse.ArgumentParser(prog="python -m bench.frontdoor")
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-frontdoor-") as workdir:
         print("\n".join(run(args.quick, Path(workdir))))
