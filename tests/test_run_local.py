@@ -85,6 +85,7 @@ def drive(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["redis_url"] == f"redis://127.0.0.1:{redis_port}/0"
+    readme_examples(port, output.parent)
     if shutil.which("prometheus"):
         url = eventually(lambda: prometheus_url(output))
         eventually(lambda: targets_up(url) == 3, timeout_s=30)
@@ -93,6 +94,46 @@ def drive(
     assert not any(
         child.is_running() and child.status() != "zombie" for child in children
     )
+
+
+def readme_block(marker: str) -> str:
+    """The README's ```sh block holding `marker`, as written there."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    [block] = [b for b in blocks if marker in b]
+    return str(block)
+
+
+def shell(script: str, port: int, cwd: Path) -> str:
+    script = script.replace("localhost:8000", f"localhost:{port}")
+    script = script.replace(".venv/bin/", f"{ROOT}/.venv/bin/")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env,
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, (script, done.stdout, done.stderr)
+    return done.stdout
+
+
+def readme_examples(port: int, cwd: Path) -> None:
+    """README's quick start, run as written: a retried dispatch, a task by ID, and a
+    send from Python."""
+    block = readme_block("Idempotency-Key: order-42").splitlines(keepends=True)
+    posts = "".join(block[:4])
+    answers = shell(posts, port, cwd)
+    first, again = (json.loads(line) for line in answers.strip().splitlines())
+    assert first == again and len(first["task_ids"]) == 1  # written once
+    [task_id] = first["task_ids"]
+    rest = "".join(block[4:]).replace("<a task_id>", task_id)
+    rest = rest.replace(
+        "curl -X DELETE", "curl -s -o /dev/null -w '%{http_code}\\n' -X DELETE"
+    )
+    out = shell(rest, port, cwd)
+    assert '"state"' in out and task_id in out
+    python = shell(readme_block("send_task"), port, cwd)
+    sent_id, state, result = python.split()
+    assert "-" in sent_id and state in ("queued", "running", "succeeded")
+    assert result == "5133"  # the primes below 50,000
 
 
 def whole_stack(stack: psutil.Process, expected: int) -> list[psutil.Process]:
