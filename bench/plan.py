@@ -2,6 +2,7 @@
 returning named figures) and the rows of the table. A new row is one more function in
 MEASUREMENTS and one more Row."""
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,8 @@ import redis
 from bench import drain, fairness, measure, raw
 from bench.table import Row, Target
 from harness.processes import Service
+from pipeline_core.connection import RedisSettings
+from pipeline_core.sending import Sender, SenderSettings
 
 
 @dataclass(frozen=True)
@@ -101,12 +104,37 @@ def latencies(lab: Lab) -> dict[str, float]:
     return figures
 
 
+def sends(lab: Lab) -> dict[str, float]:
+    """The Python API (pipeline_core/sending.py) against the same Redis: send_many of
+    the whole batch, then send one by one."""
+    settings = SenderSettings(
+        redis=RedisSettings(url=lab.url), max_backlog=10 * lab.size.messages
+    )
+    sender = Sender(settings)
+    payloads = [{"seq": seq} for seq in range(lab.size.messages)]
+    try:
+        lab.client.flushall()
+        started = time.perf_counter()  # the payloads exist: sending can start
+        sender.send_many("demo", payloads)
+        many_s = time.perf_counter() - started
+        lab.client.flushall()
+        one = lab.size.one_by_one
+        started = time.perf_counter()
+        for seq in range(one):
+            sender.send("demo", {"seq": seq})
+        one_s = time.perf_counter() - started
+    finally:
+        sender.close()
+        lab.client.flushall()
+    return {"send many": lab.size.messages / many_s, "send one": one / one_s}
+
+
 def fairness_figures(lab: Lab) -> dict[str, float]:
     return fairness.measure(lab.url, lab.client, lab.size.work, lab.logs("fairness"))
 
 
 MEASUREMENTS: tuple[Callable[[Lab], dict[str, float]], ...] = (
-    writes, dispatches, drains, backlog, latencies, fairness_figures,
+    writes, sends, dispatches, drains, backlog, latencies, fairness_figures,
 )  # fmt: skip
 
 
@@ -115,9 +143,6 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-# The Python API of issue 15: its rows wait for a function in MEASUREMENTS adding
-# "send many" and "send one" figures (then name them as the rows' `ours`).
-UNBUILT = "not built yet (issue 15)"
 AT_LEAST_HALF = (Target("ratio", 0.5),)
 
 
@@ -148,10 +173,10 @@ def _drain_and_fairness_rows(size: Size) -> list[Row]:
 def _issue_rows(size: Size) -> list[Row]:
     n = size.messages
     return [
-        Row(f"`send_many` from Python, {n:,} payloads", None, "raw xadd",
-            "raw XADD, pipelines of 500", targets=AT_LEAST_HALF, note=UNBUILT),
-        Row("`send` from Python, one message per call", None, "raw xadd one",
-            "raw XADD, one per round trip", targets=AT_LEAST_HALF, note=UNBUILT),
+        Row(f"`send_many` from Python, {n:,} payloads", "send many", "raw xadd",
+            "raw XADD, pipelines of 500", targets=AT_LEAST_HALF),
+        Row("`send` from Python, one message per call", "send one", "raw xadd one",
+            "raw XADD, one per round trip", targets=AT_LEAST_HALF),
         Row("Dispatch -> start p99, 1,000 msg/s over HTTP", "start p99",
             "raw wake p99", "raw XADD -> XREADGROUP p99", " ms", digits=1,
             targets=(Target("value", 5, True), Target("difference", 2, True))),

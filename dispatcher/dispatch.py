@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, request
+from redis.commands.core import Script
 
 from dispatcher.body import (
     Allowance,
@@ -34,6 +35,7 @@ from pipeline_core.sending import (
     Written,
     check_idempotency_key,
     idempotency_record,
+    send_script,
     write_tasks,
 )
 from pipeline_core.wire import encode_entry
@@ -56,6 +58,7 @@ def install_dispatch(
     paced = Allowance(settings.max_paced_requests)
     _install_front_door(app, settings, bodies, metrics)
     _install_refusals(app, metrics)
+    send = send_script(client)
 
     @app.post("/dispatch")
     def dispatch() -> Answer:
@@ -64,7 +67,7 @@ def install_dispatch(
         key = _idempotency_key()
         order = _read_order(bodies, settings)
         g.message_count = count = len(order.payloads)
-        once = Once(settings, key, order) if key else None
+        once = Once(settings, key, order, send) if key else None
         earlier = once.earlier(client) if once else None
         if earlier:  # a replay is answered whatever the load
             return _replayed(earlier, settings, order, metrics)
@@ -76,7 +79,7 @@ def install_dispatch(
             metrics.messages.labels("throttled").inc(count)
             return refusal
         try:
-            written = once.write(client) if once else _publish(client, settings, order)
+            written = once.write() if once else _publish(client, settings, order)
         finally:
             if order.delay_s > 0:
                 paced.give()
@@ -153,10 +156,12 @@ class Once:
     IDEMPOTENCY_TTL_S (pipeline_core.sending's script records the key with the
     entries, atomically); a repeat gets the first answer, another body a 422."""
 
-    def __init__(self, settings: Settings, key: str, order: DispatchRequest) -> None:
+    def __init__(
+        self, settings: Settings, key: str, order: DispatchRequest, script: Script
+    ) -> None:
         if order.delay_s > 0:
             raise InvalidPayloadError("Idempotency-Key", WITH_DELAY)
-        self.settings, self.order = settings, order
+        self.settings, self.order, self.script = settings, order, script
         scope = g.caller.fingerprint or "anonymous"
         self.record = idempotency_record(settings.queue, scope, key)
         digest = hashlib.sha256(order.task.encode())
@@ -173,12 +178,12 @@ class Once:
             raise IdempotencyConflictError(KEY_REUSED)
         return Written(str(ids).split(","), replayed=True)
 
-    def write(self, client: Client) -> Written:
+    def write(self) -> Written:
         """The entries and the key's record in one step (or the twin's answer)."""
         owner = g.caller.fingerprint
         entries = [encode_entry(self.order.task, p, owner) for p in self.order.payloads]
         return write_tasks(
-            client, self.settings.queue, entries, self.settings.max_backlog,
+            self.script, self.settings.queue, entries, self.settings.max_backlog,
             (self.record, self.request, self.settings.idempotency_ttl_s),
         )  # fmt: skip
 

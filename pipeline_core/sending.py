@@ -2,11 +2,14 @@
 (status, result, cancel), and the script both it and `POST /dispatch` with an
 Idempotency-Key use to write tasks.
 
-Why Lua: the backlog check, the idempotency record and the entries must be one step.
-A MULTI cannot refuse on what it reads (the backlog), nor answer a replay with the
-first request's IDs; a script does all of it atomically, in one round trip, and
-writes all of the entries or none (the shebang makes Redis refuse it whole at
-maxmemory, before any XADD).
+Without a key, a send is one MULTI of XADDs (all or none), after a backlog check as the
+dispatcher makes it: the backlog read at most every BACKLOG_REFRESH_S, plus what this
+sender wrote since (a burst may pass MAX_BACKLOG by what it sends in that time).
+
+Why Lua with a key: the backlog check, the key's record and the entries must be one
+step. A MULTI cannot refuse on what it reads, nor answer a replay with the first
+request's IDs; a script does it all atomically, in one round trip, and writes all of the
+entries or none (the shebang makes Redis refuse it whole at maxmemory, before any XADD).
 """
 
 import hashlib
@@ -16,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.commands.core import Script
 from redis.typing import EncodableT
 
 from pipeline_core import task_state
@@ -27,12 +31,14 @@ from pipeline_core.connection import (
     redis_from_env,
 )
 from pipeline_core.env import number
+from pipeline_core.group_state import read_backlog
 from pipeline_core.keys import Queue, queue_from_env
 from pipeline_core.payloads import PayloadLimits, check_payloads, limits_from_env
 from pipeline_core.task_state import TaskStatus
 from pipeline_core.wire import TASK_NAME, TASK_NAME_RULE, encode_entry
 
 IDEMPOTENCY_KEY_RULE = "must be 1 to 255 printable ASCII characters"
+BACKLOG_REFRESH_S = 0.1
 
 # KEYS: stream[, idempotency record]. ARGV: group, max backlog, record TTL (ms), the
 # request's hash, then per entry: its field count, then its fields. Returns
@@ -157,8 +163,13 @@ class Written:
     replayed: bool = False
 
 
+def send_script(client: Client) -> Script:
+    """The send script, registered once per client (hashing it is not free)."""
+    return client.register_script(SEND)
+
+
 def write_tasks(
-    client: Client,
+    script: Script,
     queue: Queue,
     entries: Sequence[Mapping[EncodableT, EncodableT]],
     max_backlog: int,
@@ -174,7 +185,7 @@ def write_tasks(
         args.append(len(fields))
         for name, value in fields.items():
             args += [name, value]
-    reply = client.register_script(SEND)(keys=keys, args=args)
+    reply = script(keys=keys, args=args)
     if not isinstance(reply, list) or not reply:
         raise TypeError(f"send script answered {reply!r}")
     verdict, rest = str(reply[0]), [str(item) for item in reply[1:]]
@@ -185,6 +196,12 @@ def write_tasks(
             "this idempotency key was used with another request"
         )
     return Written(rest, replayed=verdict == "replay")
+
+
+def _entry_id(reply: object) -> str:
+    if not isinstance(reply, str):
+        raise TypeError(f"XADD answered {reply!r}, expected an entry ID string")
+    return reply
 
 
 class TaskRef:
@@ -250,6 +267,8 @@ class Sender:
     ) -> None:
         self.settings = settings or sender_settings_from_env(os.environ)
         self._client = client
+        self._script: Script | None = None
+        self._backlog, self._backlog_read_s = 0, float("-inf")
 
     @property
     def queue(self) -> Queue:
@@ -271,7 +290,7 @@ class Sender:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-            self._client = None
+            self._client, self._script = None, None
 
     def send(
         self,
@@ -302,10 +321,35 @@ class Sender:
             request = hashlib.sha256("\n".join([task, *encoded]).encode()).hexdigest()
             record = idempotency_record(self.queue, "python", key)
             idempotency = (record, request, self.settings.idempotency_ttl_s)
-        written = write_tasks(
-            self.client, self.queue, entries, self.settings.max_backlog, idempotency
-        )
-        return [TaskRef(entry_id, self) for entry_id in written.entry_ids]
+        if idempotency is None:
+            entry_ids = self._write(entries)
+        else:
+            if self._script is None:
+                self._script = send_script(self.client)
+            limit = self.settings.max_backlog
+            written = write_tasks(self._script, self.queue, entries, limit, idempotency)
+            entry_ids = written.entry_ids
+        return [TaskRef(entry_id, self) for entry_id in entry_ids]
+
+    def _write(self, entries: list[dict[EncodableT, EncodableT]]) -> list[str]:
+        """All of them in one MULTI, unless the backlog (as of at most
+        BACKLOG_REFRESH_S ago, plus our writes since) has no room."""
+        now = time.monotonic()
+        if now - self._backlog_read_s >= BACKLOG_REFRESH_S:
+            self._backlog = read_backlog(self.client, self.queue)
+            self._backlog_read_s = now
+        limit = self.settings.max_backlog
+        if self._backlog + len(entries) > limit:
+            raise BacklogFullError(self._backlog, limit)
+        if len(entries) == 1:  # one XADD is all or nothing by itself
+            entry_ids = [_entry_id(self.client.xadd(self.queue.stream, entries[0]))]
+        else:
+            with self.client.pipeline(transaction=True) as pipe:
+                for fields in entries:
+                    pipe.xadd(self.queue.stream, fields)
+                entry_ids = [_entry_id(reply) for reply in pipe.execute()]
+        self._backlog += len(entry_ids)
+        return entry_ids
 
     def task(self, task_id: str) -> TaskRef:
         """A reference to a task sent before (by anyone), by its ID."""
