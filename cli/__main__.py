@@ -1,5 +1,5 @@
 """`pipeline`: status, pending entries, dead letters, bulk dispatch, consumer cleanup,
-a task by its ID.
+a task by its ID, tasks waiting to be due.
 
 Reads the services' environment (REDIS_URL, REDIS_USERNAME, REDIS_PASSWORD(_FILE),
 STREAM, GROUP, DEAD_LETTER_STREAM, CLAIM_IDLE_MS) and, for `dispatch`, DISPATCHER_URL
@@ -16,7 +16,7 @@ import redis
 from redis.exceptions import RedisClusterException
 from rich.console import Console
 
-from cli import consumers, dead, dispatch, pending, status, task
+from cli import consumers, dead, delayed, dispatch, pending, status, task
 from cli.settings import CliError, Settings, environment
 from pipeline_core.connection import redacted
 from pipeline_core.dead_letters import NoSuchDeadLetterError
@@ -29,6 +29,7 @@ COMMANDS = (
     dispatch,
     consumers,
     task,
+    delayed,
 )  # each adds its own parser
 
 

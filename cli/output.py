@@ -55,11 +55,16 @@ def status(data: dict[str, Any], console: Console) -> None:
         ("oldest pending", duration(data["oldest_pending_age_s"])),
         ("oldest undelivered", duration(data["oldest_undelivered_age_s"])),
         ("dead letters", data["dead_letters"]),
+        ("delayed (waiting to be due)", data["delayed"]),
+        ("oldest overdue", duration(data["delayed_oldest_overdue_s"] or None)),
         ("redis", f"{data['redis_version']} at {data['redis_url']}"),
     ]
     facts += [(name, value) for name, value in data["persistence"].items()]
     table("Pipeline", ("", ""), facts, console)
     rows = [(c["name"], c["pending"], duration(c["idle_s"])) for c in data["consumers"]]
     table("Consumers", ("consumer", "pending", "idle"), rows, console)
+    if data["schedules"]:
+        rows = [(s["task"], s["last_tick"], s["next_tick"]) for s in data["schedules"]]
+        table("Periodic tasks", ("task", "last tick", "next tick"), rows, console)
     for warning in data["warnings"]:
         console.print(Text("warning: ", style="bold yellow") + Text(printable(warning)))

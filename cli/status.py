@@ -2,6 +2,7 @@
 
 import argparse
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -12,8 +13,10 @@ from cli.settings import CliError, Settings, connect_cli
 from pipeline_core.connection import Client, queue_node, redacted
 from pipeline_core.group_state import GroupState, read_group_state
 from pipeline_core.memory import read_memory
+from pipeline_core.schedules import read_schedules
 
 WATCHED_CONFIG = ("appendonly", "appendfsync", "maxmemory-policy")
+OVERDUE_WARNING_S = 10  # consumers move due tasks within a second
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -82,6 +85,9 @@ def status(client: Client, settings: Settings) -> dict[str, Any]:
         "oldest_pending_age_s": state.oldest_pending_age_s,
         "oldest_undelivered_age_s": state.oldest_undelivered_age_s,
         "dead_letters": state.dead_letters,
+        "delayed": state.delayed,
+        "delayed_oldest_overdue_s": state.oldest_overdue_s,
+        "schedules": _schedules(client, settings),
         "memory_used_bytes": memory.used_bytes,
         "maxmemory_bytes": memory.max_bytes,
         "other_groups": [
@@ -95,9 +101,31 @@ def status(client: Client, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _schedules(client: Client, settings: Settings) -> list[dict[str, Any]]:
+    return [
+        {
+            "task": schedule.name,
+            "last_tick": _iso(schedule.last_ms),
+            "next_tick": _iso(schedule.next_ms),
+            "last_entry_id": schedule.last_id,
+        }
+        for schedule in read_schedules(client, settings.queue)
+    ]
+
+
+def _iso(ms: int | None) -> str | None:
+    """A Unix time in ms as UTC ISO 8601 (to the second), for people and scripts."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
 def state_warnings(state: GroupState) -> list[str]:
     """What another writer or reader of the stream did that operators must know."""
     warnings = []
+    if state.oldest_overdue_s > OVERDUE_WARNING_S:
+        warnings.append(f"a delayed task is {state.oldest_overdue_s:.0f} s past due: "
+                        "no consumer is moving due tasks (none running?)")  # fmt: skip
     if state.ids_exhausted:
         warnings.append("the stream's last ID is the largest possible: no entry can "
                         "be added (another producer wrote it)")  # fmt: skip

@@ -46,8 +46,8 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     else:
         _show(body, console)
     if cancelling and not found.cancelled_now:
-        raise CliError(f"task {task_id} is {found.state}: only a queued or retrying "
-                       "task can be cancelled")  # fmt: skip
+        raise CliError(f"task {task_id} is {found.state}: only a queued, delayed or "
+                       "retrying task can be cancelled")  # fmt: skip
     return 0
 
 

@@ -1,7 +1,9 @@
 """Consumer workers for the Redis stream, and sending tasks to them from Python:
-`from consumer import task` (then `fn.send(...)`), `send_task`, `configure`."""
+`from consumer import task` (then `fn.send(...)`), `send_task`, `configure`; a task
+raises `UnrecoverableError` to be dead-lettered at once, never retried."""
 
 from consumer.api import configure, send_task, task_ref
+from consumer.errors import UnrecoverableError
 from consumer.tasks import Task, task
 from pipeline_core.payloads import PayloadError
 from pipeline_core.sending import (
@@ -26,6 +28,7 @@ __all__ = [
     "TaskFailedError",
     "TaskRef",
     "TaskUnknownError",
+    "UnrecoverableError",
     "configure",
     "send_task",
     "task",

@@ -29,9 +29,10 @@ import redis
 log = logging.getLogger(__name__)
 
 # seq (odd while the held list is written), last beat, task start, held list length,
-# then the running entry's ID (its length, then up to 60 bytes), then the held list.
+# then the running task's timeout and entry ID (its length, then up to 60 bytes), then
+# the held list.
 HEADER = struct.Struct("<Qddi")
-RUNNING = struct.Struct("<i60s")
+RUNNING = struct.Struct("<di60s")
 LIST_AT = HEADER.size + RUNNING.size
 SIZE = 1 << 20  # room for the IDs of a batch of ~40,000 entries
 KILL_GRACE_S = 5.0  # past the task timeout, before a GIL-bound worker is killed
@@ -43,6 +44,7 @@ class Published:
     task_started_s: float  # 0: no task running
     running: str  # the running task's entry ID, "" if none
     held: tuple[str, ...]  # every held entry ID, the running one included
+    timeout_s: float = 0.0  # the running task's timeout (0: the keeper's default)
 
 
 class Beacon:
@@ -57,11 +59,11 @@ class Beacon:
     def beat(self) -> None:
         struct.pack_into("<d", self._map, 8, time.monotonic())
 
-    def task(self, entry_id: str, started_s: float) -> None:
+    def task(self, entry_id: str, started_s: float, timeout_s: float = 0.0) -> None:
         """The running task (once per entry: two small writes, no lock). A torn read
         of the ID only makes the keeper renew that one claim once more."""
         raw = entry_id.encode()
-        RUNNING.pack_into(self._map, HEADER.size, len(raw), raw)
+        RUNNING.pack_into(self._map, HEADER.size, timeout_s, len(raw), raw)
         struct.pack_into("<d", self._map, 16, started_s)
 
     def held(self, entry_ids: Iterable[str]) -> None:
@@ -80,9 +82,10 @@ class Beacon:
             seq, beat, started, length = HEADER.unpack_from(self._map, 0)
             data = self._map[LIST_AT : LIST_AT + length]
             if seq % 2 == 0 and HEADER.unpack_from(self._map, 0)[0] == seq:
-                size, raw = RUNNING.unpack_from(self._map, HEADER.size)
+                timeout_s, size, raw = RUNNING.unpack_from(self._map, HEADER.size)
                 held = tuple(data.decode().split("\n")) if length else ()
-                return Published(beat, started, raw[:size].decode(), held)
+                running = raw[:size].decode()
+                return Published(beat, started, running, held, timeout_s)
 
 
 def stopped(pid: int) -> bool:
@@ -157,9 +160,12 @@ class Keeper:
             return True  # frozen: its entries must lapse, as without a keeper
         now, published = time.monotonic(), self.beacon.read()
         running_s = now - published.task_started_s if published.task_started_s else 0.0
-        if running_s > self.timeout_s + KILL_GRACE_S:
-            log.error("task held the worker past its timeout: killing the worker",
-                      extra={"running_s": round(running_s, 1)})  # fmt: skip
+        timeout_s = published.timeout_s or self.timeout_s
+        if running_s > timeout_s + KILL_GRACE_S:
+            log.error("task held the worker past its timeout (a call that cannot be "
+                      "interrupted holds the GIL): killing the worker", extra={
+                          "running_s": round(running_s, 1), "timeout_s": timeout_s,
+                          "entry_id": published.running})  # fmt: skip
             os.kill(self.worker_pid, signal.SIGKILL)
             return False
         if now - published.last_beat_s <= 1.5 * self.interval_s:
@@ -170,7 +176,7 @@ class Keeper:
 
     def _renew(self, renew: Renew, published: Published, running_s: float) -> None:
         held = list(published.held)
-        if running_s > self.timeout_s:  # past its timeout, the running task's lapses
+        if running_s > (published.timeout_s or self.timeout_s):  # past it: lapses
             held = [entry_id for entry_id in held if entry_id != published.running]
         if not self._helping:
             facts = {"held": len(held)}

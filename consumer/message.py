@@ -9,7 +9,9 @@ import orjson
 
 from consumer.errors import InvalidMessageError
 from pipeline_core.wire import (
+    ATTEMPT_FIELD,
     ENTRY_ID,
+    EXPIRES_FIELD,
     TASK_FIELD,
     TASK_ID_FIELD,
     entry_ms,
@@ -30,6 +32,17 @@ class Message:
         a foreign value there is ignored."""
         given = self.fields.get(TASK_ID_FIELD)
         return given if given and ENTRY_ID.fullmatch(given) else self.entry_id
+
+    @property
+    def attempt(self) -> int:
+        """Attempts the task made before this entry (a retry's entry says; 0 else)."""
+        given = self.fields.get(ATTEMPT_FIELD, "0")
+        return int(given) if given.isdigit() and len(given) < 6 else 0
+
+    def expired(self, now_s: float) -> bool:
+        """Past the time by which it had to start (expires_s), by this clock."""
+        given = self.fields.get(EXPIRES_FIELD)
+        return bool(given and given.isdigit() and int(given) < now_s * 1000)
 
     @property
     def enqueued_s(self) -> float:

@@ -17,7 +17,7 @@ PROCESSING_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
                      60, 300)  # fmt: skip
 # failed: the task raised and the entry waits for a retry; dead_lettered: gave up.
-OUTCOMES = ("acked", "failed", "dead_lettered", "cancelled")
+OUTCOMES = ("acked", "failed", "retried", "dead_lettered", "cancelled", "expired")
 
 
 class ConsumerMetrics:
@@ -25,8 +25,9 @@ class ConsumerMetrics:
         self.registry = registry
         self.messages = Counter(
             "consumer_messages",
-            "Entries handled, by task and outcome (acked, failed, dead_lettered, "
-            "cancelled: acknowledged unrun).",
+            "Entries handled, by task and outcome: acked, failed (an attempt raised or "
+            "timed out), retried (re-queued after its backoff), dead_lettered, "
+            "cancelled and expired (acknowledged unrun).",
             ["task", "outcome"],
             registry=registry,
         )

@@ -1,8 +1,7 @@
 """Outcomes: what becomes of an entry once its turn came. Each is written here once:
 
 ack           result stored and XACK, together (one MULTI per lot)
-failed        left pending for a retry through reclaim, or dead-lettered when out of
-              deliveries
+failed        re-queued after its backoff (its retry policy), or dead-lettered
 dead_letter   moved to the dead-letter stream with the reason (exactly once)
 cancelled     acknowledged unrun: cancelled before it started (DELETE /tasks/<id>)
 release       handed back unstarted (on stop) for any consumer to take at once
@@ -11,19 +10,31 @@ release       handed back unstarted (on stop) for any consumer to take at once
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import redis
 from redis.typing import EncodableT, FieldT
 
+from consumer.errors import TaskTimeoutError
 from consumer.message import Message
 from consumer.metrics import ConsumerMetrics
 from consumer.ownership import Ownership
 from consumer.settings import Settings
+from consumer.tasks import options_of
 from pipeline_core.connection import Client
+from pipeline_core.delayed import retry_script, schedule_retry
 from pipeline_core.replies import reason
 from pipeline_core.task_state import CANCELS, failed_record
-from pipeline_core.wire import OWNER_FIELD, as_sent, dead_letter_fields, owner_field
+from pipeline_core.wire import (
+    ATTEMPT_FIELD,
+    EXPIRES_FIELD,
+    OWNER_FIELD,
+    TASK_ID_FIELD,
+    as_sent,
+    dead_letter_fields,
+    owner_field,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +64,19 @@ def store_and_ack(
     client: Client,
     settings: Settings,
     done: list[tuple[Message, str]],
-    cancelled: Sequence[Message] = (),
+    unrun: Sequence[Message] = (),
+    state: str = "cancelled",
 ) -> int:
     """Results into their per-minute hashes and XACK of their entries, in one
-    MULTI/EXEC: a result exists exactly when its entry is acknowledged. Cancelled
-    entries are acknowledged unrun in the same way, their record saying so and their
-    cancel request removed. A few commands a batch. Returns how many entries the XACK
-    removed from the pending list (fewer: others had acknowledged them already)."""
+    MULTI/EXEC: a result exists exactly when its entry is acknowledged. `unrun`
+    entries (cancelled, or expired) are acknowledged in the same way, their record
+    saying `state` (a cancel request is removed). A few commands a batch. Returns how
+    many entries the XACK removed from the pending list (fewer: others had
+    acknowledged them already)."""
     queue = settings.queue
     fields: dict[str, dict[FieldT, EncodableT]] = {}
     records = [(m, m.task_id, result) for m, result in done]
-    records += [(m, f"{m.task_id}:state", "cancelled") for m in cancelled]
+    records += [(m, f"{m.task_id}:state", state) for m in unrun]
     for message, name, value in records:
         task_id = message.task_id
         mapping = fields.setdefault(queue.results_key(task_id), {})
@@ -71,13 +84,13 @@ def store_and_ack(
         owner = message.fields.get(OWNER_FIELD)
         if owner:  # only its owner (and operators) may read it: dispatcher/auth.py
             mapping[owner_field(task_id)] = owner
-    entry_ids = [m.entry_id for m, _ in done] + [m.entry_id for m in cancelled]
+    entry_ids = [m.entry_id for m, _ in done] + [m.entry_id for m in unrun]
     with client.pipeline(transaction=True) as pipe:
         for key, mapping in fields.items():
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, settings.result_ttl_s)  # kept that long after the last
-        if cancelled:
-            pipe.zrem(queue.key(CANCELS), *(m.task_id for m in cancelled))
+        if unrun and state == "cancelled":
+            pipe.zrem(queue.key(CANCELS), *(m.task_id for m in unrun))
         pipe.xack(queue.stream, queue.group, *entry_ids)
         acked: int = pipe.execute()[-1]
     return acked
@@ -90,7 +103,7 @@ class Outcomes:
         settings: Settings,
         metrics: ConsumerMetrics,
         ownership: Ownership,
-        tasks: Collection[str],
+        tasks: Mapping[str, Callable[..., Any]],
     ) -> None:
         self.client = client
         self.settings = settings
@@ -98,6 +111,7 @@ class Outcomes:
         self.ownership = ownership
         self.tasks = tasks
         self._dead_letter = client.register_script(DEAD_LETTER)
+        self._retry = retry_script(client)
 
     def ack(self, done: list[tuple[Message, str]]) -> None:
         """Store the results and XACK their entries in one MULTI/EXEC."""
@@ -140,36 +154,44 @@ class Outcomes:
         return acked
 
     def failed(self, message: Message, error: Exception) -> None:
-        """The task raised: retried through reclaim, unless out of deliveries."""
-        if message.deliveries >= self.settings.max_deliveries:
-            self.dead_letter(message, f"{type(error).__name__}: {error}")
-            return
-        # Left pending, unrenewed: claim_stale (here or elsewhere) returns it after
-        # claim_idle_ms. Its record says so, until it is delivered again: retrying.
-        self.ownership.let_go([message.entry_id])
-        self._record_failure(message, f"{type(error).__name__}: {error}")
+        """The task raised: retried after its backoff (re-queued, holding nothing
+        meanwhile) if its policy allows, else dead-lettered with the last error."""
+        options = options_of(self.tasks[message.task])
+        attempts = message.attempt + message.deliveries  # this one included
         self.metrics.count(message.task, "failed")
-        facts = {"entry_id": message.entry_id, "deliveries": message.deliveries}
+        # A hard timeout reads as the builtin it subclasses: TimeoutError.
+        kind = "TimeoutError" if isinstance(error, TaskTimeoutError) else None
+        text = f"{kind or type(error).__name__}: {error}"
+        if not options.retryable(error) or attempts >= options.attempts(self.settings):
+            self.dead_letter(message, text, deliveries=attempts)
+            return
+        wait_s = options.backoff_s_for(self.settings, retry=attempts)
+        self.ownership.let_go([message.entry_id])
+        due = schedule_retry(
+            self._retry,
+            self.settings.queue,
+            (message.entry_id, message.task_id),
+            max(1, round(wait_s * 1000)),
+            (self.settings.result_ttl_s, failed_record(attempts, text[:ERROR_LIMIT])),
+            retry_fields(message, attempts),
+        )
+        if due is None:
+            return  # finished by another consumer meanwhile: nothing to retry
+        self.metrics.count(message.task, "retried")
+        facts = {"task_id": message.task_id, "attempts": attempts, "retry_in_s": wait_s}
         log.warning("task failed, will be retried", exc_info=error, extra=facts)
 
-    def _record_failure(self, message: Message, error: str) -> None:
-        key = self.settings.queue.results_key(message.task_id)
-        record = failed_record(message.deliveries, error[:ERROR_LIMIT])
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(key, f"{message.task_id}:failed", record)
-            pipe.expire(key, self.settings.result_ttl_s)
-            pipe.execute()
-
-    def cancelled(self, messages: list[Message]) -> None:
-        """Acknowledge cancelled entries unrun (their cancel requests answered)."""
+    def unrun(self, messages: list[Message], state: str) -> None:
+        """Acknowledge entries without running them: `cancelled` before they started
+        (their cancel requests answered), or `expired` (past expires_s)."""
         if not messages:
             return
-        store_and_ack(self.client, self.settings, [], messages)
+        store_and_ack(self.client, self.settings, [], messages, state)
         for message in messages:
             task = message.task if message.task in self.tasks else "unknown"
-            self.metrics.count(task, "cancelled")
-        log.info("cancelled tasks acknowledged unrun", extra={
-            "task_ids": [m.task_id for m in messages]})  # fmt: skip
+            self.metrics.count(task, state)
+        log.info("tasks acknowledged unrun", extra={
+            "state": state, "task_ids": [m.task_id for m in messages]})  # fmt: skip
 
     def dead_letter(
         self, message: Message, error: str, deliveries: int | None = None
@@ -185,6 +207,8 @@ class Outcomes:
             count,
             s.consumer_name,
         )
+        # The task's ID goes with it, so a replay keeps it.
+        fields.setdefault(TASK_ID_FIELD, message.task_id)
         flat = [as_sent(item) for pair in fields.items() for item in pair]
         task_id = message.task_id
         keys = [
@@ -213,3 +237,12 @@ class Outcomes:
         released = self.ownership.release([m.entry_id for m in messages])
         self.metrics.released.inc(released)
         return released
+
+
+def retry_fields(message: Message, attempts: int) -> list[EncodableT]:
+    """The retry's entry: the task's own fields, its ID (kept) and its attempts so far.
+    Its expiry is dropped: it started in time."""
+    kept = {ATTEMPT_FIELD, EXPIRES_FIELD, TASK_ID_FIELD}
+    fields = [(n, v) for n, v in message.fields.items() if n not in kept]
+    fields += [(TASK_ID_FIELD, message.task_id), (ATTEMPT_FIELD, str(attempts))]
+    return [as_sent(item) for pair in fields for item in pair]

@@ -64,6 +64,8 @@ class Ownership:
         # that read the held IDs just before cannot undo the release.
         self._renewing = threading.Lock()
         self._lock = threading.Lock()
+        # Held entry -> None (not started) or when its task's claim stops being renewed
+        # (its start + its timeout).
         self._started: dict[str, float | None] = {}
         self._lost: set[str] = set()
         self._released: set[str] = set()
@@ -78,11 +80,13 @@ class Ownership:
             self.beacon.held(self._started)
         self.beacon.beat()
 
-    def start(self, entry_id: str) -> None:
+    def start(self, entry_id: str, timeout_s: float | None = None) -> None:
+        """Its task starts; it may run `timeout_s` (default TASK_TIMEOUT_S)."""
         now = time.monotonic()
+        timeout_s = self.settings.task_timeout_s if timeout_s is None else timeout_s
         with self._lock:
-            self._started[entry_id] = now
-        self.beacon.task(entry_id, now)
+            self._started[entry_id] = now + timeout_s
+        self.beacon.task(entry_id, now, timeout_s)
 
     @contextlib.contextmanager
     def finishing(self, entry_ids: list[str]) -> Iterator[None]:
@@ -148,11 +152,11 @@ class Ownership:
         return self.release(unstarted)
 
     def renewable(self) -> list[str]:
-        """Held IDs, minus a task running past task_timeout_s: its claim is left to
+        """Held IDs, minus a task running past its timeout: its claim is left to
         lapse, so a hung task's entry goes to another consumer after claim_idle_ms."""
-        deadline = time.monotonic() - self.settings.task_timeout_s
+        now = time.monotonic()
         with self._lock:
-            return [i for i, s in self._started.items() if s is None or s > deadline]
+            return [i for i, d in self._started.items() if d is None or d > now]
 
     def renewal_overdue(self) -> bool:
         """True when the claims went unrenewed for two heartbeats: the process was

@@ -29,6 +29,13 @@ class Settings:
     trim_interval_ms: int = 5_000
     task_timeout_s: float = 600.0
     result_ttl_s: int = 86_400
+    # A failed task's k-th retry waits about RETRY_BACKOFF_S * 2^(k-1), at most
+    # RETRY_BACKOFF_MAX_S (tasks may set their own: @task(backoff_s=...)).
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 300.0
+    # How often the clock thread moves due delayed tasks onto the stream and ticks the
+    # periodic tasks (a due task starts at most about this late, with an idle consumer).
+    clock_interval_ms: int = 200
     result_max_bytes: int = 64 * 1024  # a larger result dead-letters its entry
     reconnect_max_delay_s: float = 5.0
     metrics_port: int = 9100
@@ -73,6 +80,13 @@ def from_env(env: Mapping[str, str]) -> Settings:
         trim_interval_ms=number(env, "TRIM_INTERVAL_MS", int, d.trim_interval_ms, 0),
         task_timeout_s=number(env, "TASK_TIMEOUT_S", float, d.task_timeout_s, 0.001),
         result_ttl_s=number(env, "RESULT_TTL_S", int, d.result_ttl_s, 1),
+        retry_backoff_s=number(env, "RETRY_BACKOFF_S", float, d.retry_backoff_s, 0.001),
+        retry_backoff_max_s=number(
+            env, "RETRY_BACKOFF_MAX_S", float, d.retry_backoff_max_s, 0.001
+        ),
+        clock_interval_ms=number(
+            env, "CLOCK_INTERVAL_MS", int, d.clock_interval_ms, 10, 60_000
+        ),
         result_max_bytes=number(
             env, "RESULT_MAX_BYTES", int, d.result_max_bytes, 4, 512 * 1024 * 1024
         ),

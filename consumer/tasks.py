@@ -7,35 +7,46 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from consumer import api
 from consumer.errors import InvalidMessageError, TaskModuleError
 from consumer.message import Message
+from consumer.options import TaskOptions
 from pipeline_core.payloads import PayloadError
 from pipeline_core.sending import TaskRef
+from pipeline_core.timing import make_timing
 from pipeline_core.wire import PAYLOAD_FIELD, TASK_NAME, WireError, decode_payload
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-TASKS: dict[str, Callable[..., Any]] = {}
+TASKS: dict[str, "Task[..., Any]"] = {}
 
 
 class Task(Generic[P, R]):  # Generic: typing's, for the signature; nothing inherited
     """What `@task` makes of a function: still the function when called, plus sending
     it to the queue (consumer/api.py's sender): `send`, `send_many`, `send_with`."""
 
-    def __init__(self, function: Callable[P, R], name: str) -> None:
+    def __init__(
+        self, function: Callable[P, R], name: str, options: TaskOptions | None = None
+    ) -> None:
         functools.update_wrapper(self, function)
         self.function, self.name = function, name
+        self.options = options or TaskOptions()
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.function(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<task {self.name!r}>"
+
+    def __reduce__(self) -> str:
+        # Pickled by reference, as the plain function was (multiprocessing hands
+        # tasks to pools): update_wrapper copied the function's module and qualname.
+        return self.function.__qualname__
 
     def send(self, **payload: Any) -> TaskRef:
         """One task with these keyword arguments, one round trip."""
@@ -48,13 +59,24 @@ class Task(Generic[P, R]):  # Generic: typing's, for the signature; nothing inhe
         return api.sender().send_many(self.name, payloads)
 
     def send_with(
-        self, payload: Mapping[str, Any], *, idempotency_key: str | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        countdown_s: float | None = None,
+        run_at: float | datetime | None = None,
+        expires_s: float | None = None,
     ) -> TaskRef:
         """One task, with options: `idempotency_key` sends it once per key (for
-        IDEMPOTENCY_TTL_S), a repeat returning the first send's task."""
+        IDEMPOTENCY_TTL_S), a repeat returning the first send's task; `countdown_s`
+        or `run_at` (Unix seconds or an aware datetime) run it later; `expires_s`:
+        not started that long after it was due, it never runs (state `expired`)."""
         self.check_fits(payload, "payload")
         sender = api.sender()
-        return sender.send(self.name, payload, idempotency_key=idempotency_key)
+        timing = make_timing(countdown_s, run_at, expires_s, sender.max_countdown_s)
+        return sender.send(
+            self.name, payload, idempotency_key=idempotency_key, timing=timing
+        )
 
     def check_fits(self, payload: Any, field: str) -> None:
         """A payload the function cannot take raises here, in the caller, with the
@@ -68,22 +90,57 @@ class Task(Generic[P, R]):  # Generic: typing's, for the signature; nothing inhe
 @overload
 def task(function: Callable[P, R]) -> Task[P, R]: ...
 @overload
-def task(*, name: str | None = None) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(
-    function: Callable[P, R] | None = None, *, name: str | None = None
+    *,
+    name: str | None = None,
+    max_retries: int | None = None,
+    backoff_s: float | None = None,
+    backoff_max_s: float | None = None,
+    retry_on: tuple[type[BaseException], ...] | None = None,
+    timeout_s: float | None = None,
+    every_s: float | None = None,
+    cron: str | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def task(
+    function: Callable[P, R] | None = None,
+    *,
+    name: str | None = None,
+    max_retries: int | None = None,
+    backoff_s: float | None = None,
+    backoff_max_s: float | None = None,
+    retry_on: tuple[type[BaseException], ...] | None = None,
+    timeout_s: float | None = None,
+    every_s: float | None = None,
+    cron: str | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
-    """Register a function as a task, under its own name or `name`."""
+    """Register a function as a task, under its own name or `name`, with its options
+    (consumer/options.py: retries, timeout, schedule)."""
+    options = TaskOptions(max_retries, backoff_s, backoff_max_s, retry_on, timeout_s,
+                          every_s, cron)  # fmt: skip
 
     def register(function: Callable[P, R]) -> Task[P, R]:
         key = name or function.__name__
         if not TASK_NAME.fullmatch(key):
             raise TaskModuleError(f"task name {key!r} must match {TASK_NAME.pattern}")
-        if TASKS.get(key, function) is not function:
+        known = TASKS.get(key)
+        if known is not None and known.function is not function:
             raise TaskModuleError(f"two functions are registered as task {key!r}")
-        TASKS[key] = function
-        return Task(function, key)
+        options.check(key)
+        if options.periodic and parameters(function)[0]:
+            raise TaskModuleError(
+                f"task {key!r} is periodic: it runs with an empty payload, so it "
+                "cannot require parameters"
+            )
+        registered = Task(function, key, options)
+        TASKS[key] = registered
+        return registered
 
     return register(function) if function is not None else register
+
+
+def options_of(function: Callable[..., Any]) -> TaskOptions:
+    """A registered task's options; a plain function (a test's) has the defaults."""
+    return function.options if isinstance(function, Task) else TaskOptions()
 
 
 def load_task_modules(modules: Iterable[str]) -> None:

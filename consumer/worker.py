@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry
 
+from consumer.clock import Clock
 from consumer.errors import InvalidMessageError
 from consumer.heartbeat import Heartbeat
 from consumer.keeper import Beacon
@@ -22,7 +23,8 @@ from consumer.outcomes import Outcomes
 from consumer.ownership import Ownership
 from consumer.reader import Reader
 from consumer.settings import Settings
-from consumer.tasks import bind_task
+from consumer.tasks import bind_task, options_of
+from consumer.timeouts import deadline
 from consumer.trimming import trim_acknowledged
 from pipeline_core.connection import Client
 from pipeline_core.replies import REASONS, reason
@@ -52,6 +54,7 @@ class Worker:
         self.heartbeat = Heartbeat(
             self.ownership, settings.heartbeat_interval_s, self.stopping
         )
+        self.clock = Clock(client, settings, tasks)  # delayed tasks, periodic ticks
         # When the loop last moved on (monotonic): read by the liveness probe.
         self.progress_s = time.monotonic()
         self._next_trim_s = 0.0
@@ -83,7 +86,7 @@ class Worker:
         reply: OOM, MISCONF, READONLY, LOADING, NOGROUP, ...) is waited out with
         jittered backoff, said once, and recovered from without a restart."""
         failures, group = 0, "unknown"
-        with self.heartbeat:
+        with self.heartbeat, self.clock:
             while not self.stopping.is_set():
                 self.progress_s = time.monotonic()
                 try:
@@ -127,7 +130,7 @@ class Worker:
         cancelled = self.reader.cancelled(messages)
         if not cancelled:
             return messages
-        self.outcomes.cancelled(cancelled)
+        self.outcomes.unrun(cancelled, "cancelled")
         skipped = {m.entry_id for m in cancelled}
         return [m for m in messages if m.entry_id not in skipped]
 
@@ -146,6 +149,9 @@ class Worker:
                     break
                 if not self.ownership.still_ours(message.entry_id):
                     continue  # another consumer took it over while we were frozen
+                if message.expired(time.time()):
+                    self.outcomes.unrun([message], "expired")
+                    continue
                 result = self.handle(message)
                 if result is not None:
                     done.append((message, result))
@@ -164,10 +170,12 @@ class Worker:
         except InvalidMessageError as error:
             self.outcomes.dead_letter(message, str(error))
             return None
-        self.ownership.start(message.entry_id)
+        timeout_s = options_of(self.tasks[message.task]).timeout(self.settings)
+        self.ownership.start(message.entry_id, timeout_s)
         started = time.perf_counter()
         try:
-            value = call()
+            with deadline(timeout_s):
+                value = call()
         # The task's own failure, whatever it is: the codebase's one catch-all.
         except Exception as error:
             self._never_in_a_fork()
@@ -205,13 +213,13 @@ class Worker:
         return any(group["name"] == queue.group for group in groups)
 
     def _exhausted(self, message: Message) -> bool:
-        """Dead-letter, unrun, an entry whose deliveries all failed or crashed."""
-        attempts = message.deliveries - 1  # the claim that returned it is no attempt
-        if attempts < self.settings.max_deliveries:
+        """Dead-letter, unrun, an entry whose attempts all failed or crashed."""
+        attempts = message.attempt + message.deliveries - 1  # this claim is none
+        function = self.tasks.get(message.task)
+        allowed = options_of(function).attempts(self.settings) if function else 1
+        if attempts < max(allowed, 1):
             return False
-        reason = (
-            f"no success in {attempts} deliveries (the last crashed, hung or failed)"
-        )
+        reason = f"no success in {attempts} attempts (the last crashed, hung or failed)"
         self.outcomes.dead_letter(message, reason, deliveries=attempts)
         return True
 

@@ -79,7 +79,7 @@ def install_dispatch(
             metrics.messages.labels("throttled").inc(count)
             return refusal
         try:
-            written = once.write() if once else _publish(client, settings, order)
+            written = once.write() if once else _publish(client, settings, order, send)
         finally:
             if order.delay_s > 0:
                 paced.give()
@@ -164,7 +164,8 @@ class Once:
         self.settings, self.order, self.script = settings, order, script
         scope = g.caller.fingerprint or "anonymous"
         self.record = idempotency_record(settings.queue, scope, key)
-        digest = hashlib.sha256(order.task.encode())
+        # The same task, payloads and timing make the same request.
+        digest = hashlib.sha256(f"{order.task}\n{order.timing!r}".encode())
         for payload in order.payloads:
             digest.update(b"\n" + payload.encode())
         self.request = digest.hexdigest()
@@ -185,6 +186,7 @@ class Once:
         return write_tasks(
             self.script, self.settings.queue, entries, self.settings.max_backlog,
             (self.record, self.request, self.settings.idempotency_ttl_s),
+            self.order.timing,
         )  # fmt: skip
 
 
@@ -197,9 +199,15 @@ def _read_order(bodies: Allowance, settings: Settings) -> DispatchRequest:
     return parse_dispatch(body, settings)
 
 
-def _publish(client: Client, settings: Settings, order: DispatchRequest) -> Written:
+def _publish(
+    client: Client, settings: Settings, order: DispatchRequest, send: Script
+) -> Written:
     stream, task, payloads = settings.queue.stream, order.task, order.payloads
     owner = g.caller.fingerprint  # who may read these entries' results and states
+    if not order.timing.plain:  # later, or expiring: the send script (due times)
+        entries = [encode_entry(task, payload, owner) for payload in payloads]
+        limit = settings.max_backlog
+        return write_tasks(send, settings.queue, entries, limit, timing=order.timing)
     if order.delay_s > 0:
         # The whole request, from its first byte past the head, within MAX_PACING_S.
         deadline_s = g.started + settings.max_pacing_s

@@ -16,6 +16,7 @@ from pipeline_core.env import (
     text,
 )
 from pipeline_core.keys import Queue, queue_from_env
+from pipeline_core.timing import MAX_COUNTDOWN_S
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MIN_TOKEN_LENGTH = 16
@@ -59,6 +60,8 @@ class Settings:
     # A paced request (`delay`) ends within this from its start, whatever Redis does.
     max_pacing_s: float = 60.0
     max_paced_requests: int = 4  # paced requests one process runs at once (then 429)
+    # How far ahead `countdown` / `run_at` may put a task (pipeline_core/timing.py).
+    max_countdown_s: float = MAX_COUNTDOWN_S
     # Refuse new work (429) while the group has this many entries still to finish.
     max_backlog: int = 1_000_000
     # Refuse new work (507) while Redis uses more than this (pipeline_core/memory.py):
@@ -107,6 +110,7 @@ def from_env(env: Mapping[str, str]) -> Settings:
         max_paced_requests=number(
             env, "MAX_PACED_REQUESTS", int, d.max_paced_requests, 1
         ),
+        max_countdown_s=number(env, "MAX_COUNTDOWN_S", float, d.max_countdown_s, 1),
         max_backlog=number(env, "MAX_BACKLOG", int, d.max_backlog, 1),
         idempotency_ttl_s=number(env, "IDEMPOTENCY_TTL_S", int, d.idempotency_ttl_s, 1),
         lookups_per_minute=number(

@@ -171,6 +171,18 @@ def _state_families(state: GroupState) -> list[GaugeMetricFamily]:
             int(state.ids_exhausted),
         ),
         gauge(
+            "pipeline_delayed_tasks",
+            "Tasks waiting to be due, outside the stream: delayed (countdown, "
+            "run_at) and retries waiting for their backoff.",
+            state.delayed,
+        ),
+        gauge(
+            "pipeline_delayed_oldest_overdue_seconds",
+            "How long past due the earliest waiting task is (0: none is overdue); "
+            "consumers move due tasks within a second.",
+            state.oldest_overdue_s,
+        ),
+        gauge(
             "pipeline_other_groups",
             "Other consumer groups on the stream (trimming keeps what they need).",
             len(state.other_groups),

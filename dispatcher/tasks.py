@@ -42,7 +42,7 @@ def _cancelled(after: TaskStatus | None, task_id: str) -> Answer:
         return _not_found(task_id)  # its record expired meanwhile
     if not after.cancelled_now:
         body = {"error": "task not cancellable", "id": task_id, "state": after.state}
-        rule = "only a queued or retrying task can be cancelled"
+        rule = "only a queued, delayed or retrying task can be cancelled"
         return {**body, "rule": rule}, 409
     return after.as_json(), 200
 

@@ -4,15 +4,18 @@ wrong."""
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from dispatcher.errors import InvalidPayloadError
 from dispatcher.settings import Settings
+from pipeline_core.timing import NOW, Timing, TimingError, make_timing
 from pipeline_core.wire import ENTRY_ID, TASK_NAME, TASK_NAME_RULE, encode_payload
 
-FIELDS = ("task", "payloads", "num_messages", "delay")
+FIELDS = ("task", "payloads", "num_messages", "delay", "countdown", "run_at",
+          "expires_s")  # fmt: skip
 DEFAULT_TASK = "demo"
 
 
@@ -21,6 +24,7 @@ class DispatchRequest:
     task: str
     payloads: list[str]  # each one encoded once, here, as the entry's payload field
     delay_s: float
+    timing: Timing = NOW  # countdown / run_at / expires_s
 
 
 def decode_json(raw: bytes | bytearray, max_values: int) -> Any:
@@ -65,7 +69,44 @@ def parse_dispatch(body: Any, settings: Settings) -> DispatchRequest:
         count = _count(body["num_messages"], settings.max_messages)
         payloads = [encode_payload({"seq": seq}) for seq in range(count)]
     delay_s = _delay(body.get("delay", 0), len(payloads), settings.max_pacing_s)
-    return DispatchRequest(_task(body.get("task", DEFAULT_TASK)), payloads, delay_s)
+    timing = _timing(body, settings.max_countdown_s)
+    if delay_s > 0 and not timing.plain:
+        field = next(f for f in ("countdown", "run_at", "expires_s") if f in body)
+        raise InvalidPayloadError(field, WITH_PACING)
+    task = _task(body.get("task", DEFAULT_TASK))
+    return DispatchRequest(task, payloads, delay_s, timing)
+
+
+WITH_PACING = (
+    "cannot go with a delay: delay paces writes now, countdown/run_at/expires_s "
+    "set when tasks run"
+)
+
+
+def _timing(body: dict[str, Any], max_countdown_s: float) -> Timing:
+    """countdown (seconds), run_at (RFC 3339 or Unix seconds), expires_s: the rules
+    are pipeline_core/timing.py's, shared with Python's send_with."""
+    run_at = body.get("run_at")
+    if isinstance(run_at, str):
+        run_at = _rfc3339(run_at)
+    try:
+        return make_timing(
+            body.get("countdown"), run_at, body.get("expires_s"), max_countdown_s
+        )
+    except TimingError as error:
+        raise InvalidPayloadError(error.field, error.rule) from None
+
+
+def _rfc3339(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        rule = "must be an RFC 3339 time with its offset (2026-12-02T15:00:00Z)"
+        rule += " or Unix seconds"
+        raise InvalidPayloadError("run_at", rule)
+    return when
 
 
 def message_count(body: Any, limit: int) -> int | None:

@@ -8,7 +8,12 @@ from typing import Any
 
 from pipeline_core.connection import Client
 from pipeline_core.keys import Queue
-from pipeline_core.wire import DEAD_LETTER_FIELDS, ENTRY_ID, stream_entries
+from pipeline_core.wire import (
+    ATTEMPT_FIELD,
+    DEAD_LETTER_FIELDS,
+    ENTRY_ID,
+    stream_entries,
+)
 
 PAGE = 1000  # entries a XRANGE reply carries while scanning
 
@@ -25,8 +30,11 @@ AUDIT_FIELD = "dead_deleted"  # in Queue.audit_key: dead letters we deleted, eve
 # Why Lua: a replay must move the entry exactly once. A MULTI of XADD + XDEL would add
 # a second copy when two operators replay the same dead letter at once; here the XADD
 # happens only if this call's XDEL removed it. The shebang makes Redis refuse the whole
-# script at maxmemory (rather than fail at the XADD, after the XDEL). KEYS: stream,
-# dead-letter stream, audit hash. ARGV: the dead letter's ID, the fields to strip.
+# script at maxmemory (rather than fail at the XADD, after the XDEL). The replayed
+# entry keeps the task's ID (its `id` field) with fresh attempts, and the task's record
+# (in its results hash, named from the ID: the same slot) forgets it was dead and
+# learns its new entry. KEYS: stream, dead-letter stream, audit hash. ARGV: the dead
+# letter's ID, the results hashes' prefix, RESULT_TTL_S, then the fields to strip.
 REPLAY = (
     """#!lua
 local entry = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])[1]
@@ -36,17 +44,30 @@ end
 redis.call('HINCRBY', KEYS[3], '"""
     + AUDIT_FIELD
     + """', 1)
-local strip, fields = {}, {}
-for i = 2, #ARGV do strip[ARGV[i]] = true end
+local strip, fields, task_id = {}, {}, nil
+for i = 4, #ARGV do strip[ARGV[i]] = true end
 for i = 1, #entry[2], 2 do
+  if entry[2][i] == 'id' then task_id = entry[2][i + 1] end
   if not strip[entry[2][i]] then
     fields[#fields + 1] = entry[2][i]
     fields[#fields + 1] = entry[2][i + 1]
   end
 end
-return redis.call('XADD', KEYS[1], '*', unpack(fields))
+local new_id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+local ms = task_id and string.match(task_id, '^(%d+)-%d+$')
+if ms then
+  local record = ARGV[2] .. string.format('%d', math.floor(tonumber(ms) / 60000))
+  redis.call('HDEL', record, task_id .. ':dead', task_id .. ':failed',
+             task_id .. ':state')
+  redis.call('HSET', record, task_id .. ':entry', new_id)
+  redis.call('EXPIRE', record, ARGV[3])
+end
+return new_id
 """
 )
+# Stripped on replay: why it died, and its attempts (it starts afresh).
+REPLAY_STRIPS = (*DEAD_LETTER_FIELDS, ATTEMPT_FIELD)
+RESULT_TTL_S = 86_400  # the record's TTL after a replay (RESULT_TTL_S's default)
 
 
 class NoSuchDeadLetterError(LookupError):
@@ -117,8 +138,10 @@ def replay(
     script = client.register_script(REPLAY)
     keys = [queue.stream, queue.dead_letter_stream, queue.audit_key]
     moved = []
+    prefix = queue.key("results:")
     for letter in chosen:
-        new_id = script(keys=keys, args=[letter["dead_id"], *DEAD_LETTER_FIELDS])
+        args = [letter["dead_id"], prefix, RESULT_TTL_S, *REPLAY_STRIPS]
+        new_id = script(keys=keys, args=args)
         if isinstance(new_id, str):
             moved.append({"dead_id": letter["dead_id"], "entry_id": new_id})
     return moved

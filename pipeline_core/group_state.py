@@ -20,6 +20,7 @@ import redis
 
 from pipeline_core.connection import Client, queue_node
 from pipeline_core.dead_letters import AUDIT_FIELD
+from pipeline_core.delayed import delayed_key
 from pipeline_core.keys import Queue
 from pipeline_core.wire import entry_ms, stream_entries
 
@@ -73,6 +74,16 @@ class GroupState:
     dead_last_id_ahead_s: float = 0.0
     other_groups: tuple[OtherGroup, ...] = ()
     now_s: float = 0.0  # Redis's clock when read
+    delayed: int = 0  # tasks waiting to be due: delayed ones and retries (backoff)
+    earliest_due_s: float | None = None  # when the first of them is due (Unix s)
+
+    @property
+    def oldest_overdue_s(self) -> float:
+        """How long past due the earliest waiting task is (0: none is): promotion
+        is behind, or no consumer runs to promote."""
+        if self.earliest_due_s is None:
+            return 0.0
+        return max(0.0, self.now_s - self.earliest_due_s)
 
     @property
     def backlog(self) -> int:
@@ -141,13 +152,21 @@ def read_group_state(client: Client, queue: Queue) -> GroupState:
         pipe.xinfo_groups(queue.stream)
         pipe.xinfo_stream(queue.dead_letter_stream)
         pipe.hget(queue.audit_key, AUDIT_FIELD)
-        info, groups, dead, ours = pipe.execute(raise_on_error=False)
+        pipe.zcard(delayed_key(queue))
+        pipe.zrange(delayed_key(queue), 0, 0, withscores=True)
+        info, groups, dead, ours, waiting, first_due = pipe.execute(
+            raise_on_error=False
+        )
     _raise_if_error(groups if not _no_such_key(groups) else None, ours)
+    _raise_if_error(waiting, first_due)
     # TIME names no key: a cluster pipeline refuses it, so it goes to the queue's node.
     seconds, microseconds = queue_node(client, queue).time()
     now_s = seconds + microseconds / 1e6
     ours_n = int(ours) if isinstance(ours, str) and ours.isdigit() else 0
-    state = _with_dead(GroupState(now_s=now_s, dead_deleted_by_us=ours_n), dead)
+    due = first_due[0][1] / 1000 if first_due else None
+    state = GroupState(now_s=now_s, dead_deleted_by_us=ours_n,
+                       delayed=int(waiting), earliest_due_s=due)  # fmt: skip
+    state = _with_dead(state, dead)
     if _no_such_key(info):  # no stream: nothing dispatched yet
         return state
     _raise_if_error(info)

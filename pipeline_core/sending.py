@@ -30,22 +30,27 @@ from pipeline_core.connection import (
     connect,
     redis_from_env,
 )
+from pipeline_core.delayed import delayed_key, delayed_seq_key, delayed_tasks_key
 from pipeline_core.env import number
 from pipeline_core.group_state import read_backlog
 from pipeline_core.keys import Queue, queue_from_env
 from pipeline_core.payloads import PayloadLimits, check_payloads, limits_from_env
 from pipeline_core.task_state import TaskStatus
+from pipeline_core.timing import MAX_COUNTDOWN_S, NOW, Timing
 from pipeline_core.wire import TASK_NAME, TASK_NAME_RULE, encode_entry
 
 IDEMPOTENCY_KEY_RULE = "must be 1 to 255 printable ASCII characters"
 BACKLOG_REFRESH_S = 0.1
 
-# KEYS: stream[, idempotency record]. ARGV: group, max backlog, record TTL (ms), the
-# request's hash, then per entry: its field count, then its fields. Returns
-# {"ok", ids...}, {"replay", ids...}, {"conflict"} (the key came with another
-# request) or {"backlog", n} (refused: n entries already wait).
+# KEYS: stream, delayed set, delayed tasks, delayed ID counter[, idempotency record].
+# ARGV: group, max backlog, record TTL (ms), the request's hash, when ("now", "in" with
+# ms to wait, or "at" a Unix time in ms), expires_s in ms (0: never), then per entry:
+# its field count, then its fields. Returns {"ok", task IDs...}, {"replay", IDs...},
+# {"conflict"} (the key came with another request) or {"backlog", n} (refused: n wait).
+# A task due later waits in the delayed set (pipeline_core/delayed.py) under an ID of
+# its own, <now ms>-1<18 digits>: never an entry ID of the stream.
 SEND = """#!lua
-local record = KEYS[2]
+local record = KEYS[5]
 if record then
   local seen = redis.call('HMGET', record, 'request', 'ids')
   if seen[1] then
@@ -67,14 +72,36 @@ if type(groups) == 'table' and not groups.err then
     end
   end
 end
-local count, i, ids = 0, 5, {}
+local count, i = 0, 8
 while i <= #ARGV do count = count + 1; i = i + 1 + 2 * tonumber(ARGV[i]) end
 if backlog + count > tonumber(ARGV[2]) then return {'backlog', tostring(backlog)} end
-i = 5
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local due = now_ms
+if ARGV[5] == 'in' then due = now_ms + tonumber(ARGV[6]) end
+if ARGV[5] == 'at' then due = math.max(now_ms, tonumber(ARGV[6])) end
+local expires = tonumber(ARGV[7])
+local ids = {}
+i = 8
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + 2 * n))
+  local fields = {unpack(ARGV, i + 1, i + 2 * n)}
   i = i + 1 + 2 * n
+  if expires > 0 then
+    fields[#fields + 1] = 'expires'
+    fields[#fields + 1] = string.format('%d', due + expires)
+  end
+  if due > now_ms then
+    local seq = redis.call('INCR', KEYS[4])
+    local id = string.format('%d-1%018d', now_ms, seq)
+    fields[#fields + 1] = 'id'
+    fields[#fields + 1] = id
+    redis.call('ZADD', KEYS[2], due, id)
+    redis.call('HSET', KEYS[3], id, cjson.encode(fields))
+    ids[#ids + 1] = id
+  else
+    ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(fields))
+  end
 end
 if record then
   redis.call('HSET', record, 'request', ARGV[4], 'ids', table.concat(ids, ','))
@@ -125,6 +152,7 @@ class SenderSettings:
     limits: PayloadLimits = field(default_factory=PayloadLimits)
     max_backlog: int = 1_000_000
     idempotency_ttl_s: int = 86_400
+    max_countdown_s: float = MAX_COUNTDOWN_S
     socket_timeout_s: float = 5.0
 
 
@@ -138,6 +166,7 @@ def sender_settings_from_env(env: Mapping[str, str]) -> SenderSettings:
         limits=limits_from_env(env),
         max_backlog=number(env, "MAX_BACKLOG", int, d.max_backlog, 1),
         idempotency_ttl_s=number(env, "IDEMPOTENCY_TTL_S", int, d.idempotency_ttl_s, 1),
+        max_countdown_s=number(env, "MAX_COUNTDOWN_S", float, d.max_countdown_s, 1),
     )
 
 
@@ -174,13 +203,17 @@ def write_tasks(
     entries: Sequence[Mapping[EncodableT, EncodableT]],
     max_backlog: int,
     idempotency: tuple[str, str, int] | None = None,
+    timing: Timing = NOW,
 ) -> Written:
-    """Write `entries` (their stream fields) all or none, unless the backlog is full;
-    with `idempotency` = (record key, request hash, TTL in s), once per key."""
-    keys = [queue.stream] + ([idempotency[0]] if idempotency else [])
+    """Write `entries` (their stream fields) all or none, unless the backlog is full,
+    now or later (`timing`); with `idempotency` = (record key, request hash, TTL in
+    s), once per key. `entry_ids` are the task IDs (a delayed task's is its own)."""
+    keys = [queue.stream, delayed_key(queue), delayed_tasks_key(queue)]
+    keys += [delayed_seq_key(queue)] + ([idempotency[0]] if idempotency else [])
     record_ttl_ms = idempotency[2] * 1000 if idempotency else 0
     request = idempotency[1] if idempotency else ""
     args: list[EncodableT] = [queue.group, max_backlog, record_ttl_ms, request]
+    args += timing.args()
     for fields in entries:
         args.append(len(fields))
         for name, value in fields.items():
@@ -237,8 +270,8 @@ class TaskRef:
             pause_s = min(pause_s * 2, 0.5)
 
     def cancel(self) -> bool:
-        """Cancel the task if it has not started (queued or retrying): True if this
-        call cancelled it."""
+        """Cancel the task if it has not started (queued, delayed or retrying): True if
+        this call cancelled it."""
         found = task_state.cancel(self.sender.client, self.sender.queue, self.id)
         return found is not None and found.cancelled_now
 
@@ -275,6 +308,10 @@ class Sender:
         return self.settings.queue
 
     @property
+    def max_countdown_s(self) -> float:
+        return self.settings.max_countdown_s
+
+    @property
     def client(self) -> Client:
         if self._client is None:
             # No retries: a retried XADD whose reply was lost would write it twice.
@@ -298,9 +335,12 @@ class Sender:
         payload: Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
+        timing: Timing = NOW,
     ) -> TaskRef:
         """One task, one round trip."""
-        [ref] = self.send_many(task, [payload], idempotency_key=idempotency_key)
+        [ref] = self.send_many(
+            task, [payload], idempotency_key=idempotency_key, timing=timing
+        )
         return ref
 
     def send_many(
@@ -309,27 +349,29 @@ class Sender:
         payloads: Sequence[Mapping[str, Any]],
         *,
         idempotency_key: str | None = None,
+        timing: Timing = NOW,
     ) -> list[TaskRef]:
         """Tasks in order, all or none; checked before anything is written."""
         if not isinstance(task, str) or not TASK_NAME.fullmatch(task):
             raise ValueError(f"task name {task!r}: must be {TASK_NAME_RULE}")
         encoded = check_payloads(list(payloads), self.settings.limits)
         entries = [encode_entry(task, payload) for payload in encoded]
+        if idempotency_key is None and timing.plain:
+            return [TaskRef(entry_id, self) for entry_id in self._write(entries)]
         idempotency = None
         if idempotency_key is not None:
             key = check_idempotency_key(idempotency_key)
-            request = hashlib.sha256("\n".join([task, *encoded]).encode()).hexdigest()
+            text = "\n".join([task, repr(timing), *encoded])
+            request = hashlib.sha256(text.encode()).hexdigest()
             record = idempotency_record(self.queue, "python", key)
             idempotency = (record, request, self.settings.idempotency_ttl_s)
-        if idempotency is None:
-            entry_ids = self._write(entries)
-        else:
-            if self._script is None:
-                self._script = send_script(self.client)
-            limit = self.settings.max_backlog
-            written = write_tasks(self._script, self.queue, entries, limit, idempotency)
-            entry_ids = written.entry_ids
-        return [TaskRef(entry_id, self) for entry_id in entry_ids]
+        if self._script is None:
+            self._script = send_script(self.client)
+        limit = self.settings.max_backlog
+        written = write_tasks(
+            self._script, self.queue, entries, limit, idempotency, timing
+        )
+        return [TaskRef(task_id, self) for task_id in written.entry_ids]
 
     def _write(self, entries: list[dict[EncodableT, EncodableT]]) -> list[str]:
         """All of them in one MULTI, unless the backlog (as of at most

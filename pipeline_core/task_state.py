@@ -22,24 +22,28 @@ task cannot start between the check and the cancel.
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.typing import EncodableT
 
 from pipeline_core.connection import Client
+from pipeline_core.delayed import delayed_key, delayed_tasks_key
 from pipeline_core.keys import Queue
 from pipeline_core.wire import ENTRY_ID, entry_ms
 
-STATES = ("queued", "running", "retrying", "succeeded", "dead", "cancelled")
-CANCELLABLE = ("queued", "retrying")
+STATES = ("queued", "delayed", "running", "retrying", "succeeded", "dead",
+          "cancelled", "expired")  # fmt: skip
+CANCELLABLE = ("queued", "delayed", "retrying")
 TASK_ID_RULE = "must look like <milliseconds>-<sequence> (numbers of 64 bits)"
 CANCELS = "cancels"  # Queue.key(CANCELS): the cancel requests
+CANCELLED = "cancelled"  # Queue.key(CANCELLED): delayed tasks cancelled while waiting
 CANCEL_TTL_MS = 7 * 86_400_000  # a request not acted on in a week is dropped
 
 # The state, derived in one place. KEYS: stream, dead-letter stream, the task's results
-# hash, cancel requests. ARGV: group, task ID. Returns {name, value, ...}, or nil for
-# a task Redis knows nothing of.
+# hash, cancel requests, delayed set, delayed tasks, cancelled delayed tasks. ARGV:
+# group, task ID. Returns {name, value, ...}, or nil for a task Redis knows nothing of.
 FACTS = """
 local function newer(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -62,13 +66,36 @@ local function last_delivered(stream, group)
   end
   return nil
 end
+local function waiting(f, id)
+  local due = redis.call('ZSCORE', KEYS[5], id)
+  if not due then return false end
+  local ok, fields = pcall(cjson.decode, redis.call('HGET', KEYS[6], id) or '[]')
+  local attempt = 0
+  if ok then
+    for i = 1, #fields, 2 do
+      local name = fields[i]
+      if name == 'task' or name == 'owner' then f[name] = fields[i + 1] end
+      if name == 'attempt' then attempt = tonumber(fields[i + 1]) or 0 end
+    end
+  end
+  f.due_ms = due
+  f.attempts = tostring(attempt)
+  if attempt > 0 then f.state = 'retrying' else f.state = 'delayed' end
+  return true
+end
 local function facts(group, id)
   local f = {}
   local rec = redis.call('HMGET', KEYS[3], id, id .. ':owner', id .. ':state',
-                         id .. ':dead', id .. ':failed')
-  f.entry_id = id
+                         id .. ':dead', id .. ':failed', id .. ':entry')
+  local entry_id = rec[6] or id
+  f.id = id
+  f.entry_id = entry_id
   if rec[2] then f.owner = rec[2] end
-  local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
+  local ok, failed = pcall(cjson.decode, rec[5] or '')
+  if ok and type(failed) == 'table' then
+    f.error = failed.error; f.attempts = tostring(failed.deliveries)
+  end
+  local entry = redis.call('XRANGE', KEYS[1], entry_id, entry_id)[1]
   if entry then
     for i = 1, #entry[2], 2 do
       local name = entry[2][i]
@@ -76,7 +103,8 @@ local function facts(group, id)
     end
   end
   if rec[1] then f.state = 'succeeded'; f.result = rec[1]; return f end
-  if rec[3] == 'cancelled' or redis.call('ZSCORE', KEYS[4], id) then
+  if rec[3] == 'cancelled' or rec[3] == 'expired' then f.state = rec[3]; return f end
+  if redis.call('ZSCORE', KEYS[4], id) or redis.call('ZSCORE', KEYS[7], id) then
     f.state = 'cancelled'; return f
   end
   if rec[4] then
@@ -89,25 +117,22 @@ local function facts(group, id)
            or name == 'deliveries' or name == 'consumer' then
           f[name] = dead[2][i + 1]
         end
+        if name == 'deliveries' then f.attempts = dead[2][i + 1] end
       end
     end
     return f
   end
-  local pending = redis.pcall('XPENDING', KEYS[1], group, id, id, 1)
+  if waiting(f, id) then return f end
+  local pending = redis.pcall('XPENDING', KEYS[1], group, entry_id, entry_id, 1)
   if type(pending) == 'table' and not pending.err and pending[1] then
     local row = pending[1]
     f.consumer = row[2]; f.idle_ms = tostring(row[3]); f.deliveries = tostring(row[4])
     f.state = 'running'
-    local ok, failed = pcall(cjson.decode, rec[5] or '')
-    if ok and type(failed) == 'table' then
-      f.error = failed.error
-      if tonumber(failed.deliveries) == tonumber(row[4]) then f.state = 'retrying' end
-    end
     return f
   end
   if not entry then return nil end
   local last = last_delivered(KEYS[1], group)
-  if last == nil or newer(id, last) then f.state = 'queued'; return f end
+  if last == nil or newer(entry_id, last) then f.state = 'queued'; return f end
   f.state = 'succeeded'; f.result_missing = '1'  -- acknowledged, its result gone
   return f
 end
@@ -129,17 +154,31 @@ return flat(f)
 """
 )
 
-# KEYS and ARGV as FACTS, then: now is Redis's clock. Returns the facts after, with
-# `cancelled` = "1" if this call cancelled the task.
+# KEYS and ARGV as FACTS, plus ARGV[3]: how long a cancel request is kept (ms), and
+# ARGV[4]: RESULT_TTL_S. A task waiting in the delayed set is taken out right there
+# and noted in {tasks}:cancelled (task ID -> when, kept as long as cancel requests;
+# results hashes stay the consumers' to write, so its owner is not kept); one on the
+# stream gets a request in {tasks}:cancels that its consumer answers. Returns the facts
+# after, `cancelled` = "1" if this call did it.
 CANCEL = (
     FACTS
     + """
 local f = facts(ARGV[1], ARGV[2])
 if not f then return nil end
-if f.state == 'queued' or f.state == 'retrying' then
+local id = ARGV[2]
+if f.state == 'delayed' or f.state == 'retrying' then
   local now = redis.call('TIME')
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  redis.call('ZADD', KEYS[4], now_ms, ARGV[2])
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('HDEL', KEYS[6], id)
+  redis.call('ZADD', KEYS[7], now_ms, id)
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now_ms - tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[7], ARGV[3])
+  f.state = 'cancelled'; f.cancelled = '1'
+elseif f.state == 'queued' then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZADD', KEYS[4], now_ms, id)
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms - tonumber(ARGV[3]))
   redis.call('PEXPIRE', KEYS[4], ARGV[3])
   f.state = 'cancelled'; f.cancelled = '1'
@@ -182,7 +221,7 @@ class TaskStatus:
 
     def as_json(self) -> dict[str, Any]:
         f = self.facts
-        task_id = f["entry_id"]
+        task_id = f["id"]
         enqueued_s = entry_ms(task_id) / 1000
         body: dict[str, Any] = {
             "id": task_id,
@@ -191,21 +230,34 @@ class TaskStatus:
             "enqueued_at": _rfc3339(enqueued_s),
             "age_s": round(max(0.0, self.now_s - enqueued_s), 3),
         }
-        if "deliveries" in f:
-            body["deliveries"] = int(f["deliveries"])
-        if "consumer" in f:
-            body["consumer"] = f["consumer"]
-        if "idle_ms" in f:
-            body["idle_s"] = int(f["idle_ms"]) / 1000
-        if "error" in f:
-            body["error"] = f["error"]
-        if "dead_id" in f:
-            body["dead_letter_id"] = f["dead_id"]
+        if f.get("entry_id", task_id) != task_id:
+            body["entry_id"] = f["entry_id"]  # a retry's or a delayed task's entry
+        for name, shown, convert in FACT_FIELDS:
+            if name in f:
+                body[shown] = convert(f[name])
+        if "due_ms" in f:
+            due = "due_at" if self.state == "delayed" else "next_attempt_at"
+            body[due] = _rfc3339(int(f["due_ms"]) / 1000)
         if self.state == "succeeded":
             body["result"] = _parsed(f.get("result"))
             if f.get("result_missing"):
                 body["result_missing"] = True  # acknowledged; its result expired
         return body
+
+
+def _seconds(ms: str) -> float:
+    return int(ms) / 1000
+
+
+# The facts shown as they are, renamed or converted: (fact, JSON field, conversion).
+FACT_FIELDS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
+    ("deliveries", "deliveries", int),
+    ("attempts", "attempts", int),
+    ("consumer", "consumer", str),
+    ("idle_ms", "idle_s", _seconds),
+    ("error", "error", str),
+    ("dead_id", "dead_letter_id", str),
+)
 
 
 def check_task_id(task_id: str) -> str:
@@ -225,11 +277,13 @@ def status(client: Client, queue: Queue, task_id: str) -> TaskStatus | None:
     return _status(reply)
 
 
-def cancel(client: Client, queue: Queue, task_id: str) -> TaskStatus | None:
-    """Cancel a queued or retrying task (it will be acknowledged unrun); the status
+def cancel(
+    client: Client, queue: Queue, task_id: str, result_ttl_s: int = 86_400
+) -> TaskStatus | None:
+    """Cancel a task not started (queued, delayed or waiting to retry); the status
     after. `cancelled_now` says whether this call cancelled it; None: unknown."""
     keys = _keys(queue, check_task_id(task_id))
-    args: list[EncodableT] = [queue.group, task_id, CANCEL_TTL_MS]
+    args: list[EncodableT] = [queue.group, task_id, CANCEL_TTL_MS, result_ttl_s]
     reply = client.register_script(CANCEL)(keys=keys, args=args)
     return _status(reply)
 
@@ -246,6 +300,9 @@ def _keys(queue: Queue, task_id: str) -> list[str]:
         queue.dead_letter_stream,
         queue.results_key(task_id),
         queue.key(CANCELS),
+        delayed_key(queue),
+        delayed_tasks_key(queue),
+        queue.key(CANCELLED),
     ]
 
 

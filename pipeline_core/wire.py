@@ -19,6 +19,8 @@ OWNER_FIELD = "owner"
 # The task's ID when it differs from the entry's (a task re-queued keeps its first ID);
 # absent on a task written once, whose ID is its entry ID.
 TASK_ID_FIELD = "id"
+ATTEMPT_FIELD = "attempt"  # a retry's entry: the attempts its task made before it
+EXPIRES_FIELD = "expires"  # Unix ms past which the task must not start (expires_s)
 TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 TASK_NAME_RULE = "a string of letters, digits, '_', '.', ':' or '-' (1-128)"
 ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")

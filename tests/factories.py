@@ -17,6 +17,7 @@ from pipeline_core.keys import Queue
 
 STREAM, GROUP, DEAD = "tasks", "workers", "{tasks}:dead"
 QUEUE = Queue(STREAM, GROUP, DEAD)
+DELAYED = "{tasks}:delayed"  # pipeline_core/delayed.py
 
 
 def make_settings(**overrides: Any) -> Settings:

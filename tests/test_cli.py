@@ -15,11 +15,15 @@ from redis.typing import EncodableT, FieldT
 from cli.__main__ import main
 from harness.processes import ROOT, Service, free_port, http_ok
 from harness.redis_server import RedisServer
+from pipeline_core import schedules
+from pipeline_core.sending import Sender, SenderSettings
+from pipeline_core.timing import make_timing
 from pipeline_core.wire import stream_entries as entries
 from tests.conftest import eventually, require_redis_server
 from tests.factories import (
     DEAD,
     GROUP,
+    QUEUE,
     STREAM,
     add_entry,
     deliver_to,
@@ -386,8 +390,39 @@ def test_task_shows_a_task_and_cancels_one_not_started(
     cancelled = as_json(capsys, "task", "cancel", task_id)
     assert cancelled["state"] == "cancelled"
     code, _, err = run(capsys, "task", "cancel", task_id)
-    assert code == 2 and "only a queued or retrying task" in err
+    assert code == 2 and "only a queued, delayed or retrying task" in err
     code, _, err = run(capsys, "task", "not-an-id")
     assert code == 2 and "milliseconds" in err
     code, _, err = run(capsys, "task", "1-0")
     assert code == 2 and "no task 1-0" in err
+
+
+def test_delayed_lists_waiting_tasks_and_status_counts_them_with_schedules(
+    env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.xgroup_create(STREAM, GROUP, "0", mkstream=True)
+    sender = Sender(SenderSettings(), client=env)
+    later = sender.send("resize", {"n": 1}, timing=make_timing(countdown_s=3600))
+    soon = sender.send("demo", {}, timing=make_timing(countdown_s=0.01))
+    # No consumer runs: nothing moves the due one, which is soon overdue.
+    eventually(
+        lambda: as_json(capsys, "status")["delayed_oldest_overdue_s"] > 0.05,
+        timeout_s=10,
+    )
+    listed = as_json(capsys, "delayed")
+    assert [(row["id"], row["task"], row["attempt"]) for row in listed] == [
+        (soon.id, "demo", 0),
+        (later.id, "resize", 0),
+    ]
+    assert listed[0]["due_in_s"] < 0 < 3500 < listed[1]["due_in_s"] <= 3600
+    tick = schedules.tick_script(env)
+    schedules.tick(tick, QUEUE, "nightly", (None, 4_102_444_800_000), [])
+    data = as_json(capsys, "status")
+    assert data["delayed"] == 2
+    assert data["schedules"] == [{"task": "nightly", "last_tick": None,
+                                  "next_tick": "2100-01-01T00:00:00+00:00",
+                                  "last_entry_id": None}]  # fmt: skip
+    code, out, _ = run(capsys, "delayed")
+    assert code == 0 and "overdue by" in out and later.id in out
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "Periodic tasks" in out and "nightly" in out

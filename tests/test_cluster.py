@@ -135,14 +135,17 @@ def test_cluster_end_to_end_story(
     assert rc.xlen(DEAD) == 0 and rc.exists(STREAM)
     eventually(lambda: rc.xlen(DEAD) == 1, timeout_s=30)  # it fails again, of course
     [letter] = dead_letters(rc)
-    assert letter["source_id"] == moved["entry_id"] != failed["entry_ids"][0]
+    # The task keeps its ID across its retries and the replay (its own entries change).
+    assert letter["id"] == failed["task_ids"][0] != moved["entry_id"]
+    assert letter["source_id"] not in (failed["entry_ids"][0], moved["entry_id"])
     # SIGKILL of a consumer mid-task: its entries are reclaimed by the other.
     payloads = [{"n": n, "seconds": 0.2} for n in range(6)]
     _, slow = call(f"{base}/dispatch", {"task": "slow", "payloads": payloads})
     eventually(lambda: pending(rc), timeout_s=10)
     victim = pending(rc)[0]["consumer"]
     stack.consumers[victim].signal(signal.SIGKILL)
-    eventually(lambda: drained(rc, 10 + 1 + 1 + 6), timeout_s=60)
+    # 10, the failing task and its retry, its replay and the replay's retry, 6 slow.
+    eventually(lambda: drained(rc, 10 + 2 + 2 + 6), timeout_s=60)
     results = [call(f"{base}/results/{i}")[1]["result"] for i in slow["entry_ids"]]
     assert results == list(range(6))
     # Trimming keeps only what the group still needs.

@@ -213,7 +213,7 @@ def test_console_finds_a_dead_letter_by_its_error_text_and_replays_it(
 ) -> None:
     add_dead_letters(r, 300)
     flag, note = tmp_path / "fixed", f"needle-{uuid.uuid4().hex[:8]}"
-    dispatch(
+    [task_id] = dispatch(
         stack, {"task": "fixable", "payloads": [{"flag": str(flag), "note": note}]}
     )
     eventually(lambda: r.xlen(QUEUE.dead_letter_stream) == 301, timeout_s=20)
@@ -236,9 +236,13 @@ def test_console_finds_a_dead_letter_by_its_error_text_and_replays_it(
     message = page.inner_text(".flash")
     assert message.startswith("Replayed 1 onto 'tasks'")
     new_id = message.rsplit(" ", 1)[-1].rstrip(".")
+    assert new_id != task_id  # a new entry, carrying the task's ID
     shot(page, tmp_path, "replayed")
-    stored = eventually(lambda: r.hget(QUEUE.results_key(new_id), new_id), timeout_s=20)
-    assert json.loads(str(stored)) == note  # processed, its result stored
+    # Processed: its result stored under the task's own ID, which a replay keeps.
+    stored = eventually(
+        lambda: r.hget(QUEUE.results_key(task_id), task_id), timeout_s=20
+    )
+    assert json.loads(str(stored)) == note
     assert r.xlen(QUEUE.dead_letter_stream) == 300
     page.context.close()
 

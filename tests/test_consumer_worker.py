@@ -12,6 +12,7 @@ import redis
 from tests.conftest import eventually
 from tests.factories import (
     DEAD,
+    DELAYED,
     GROUP,
     QUEUE,
     STREAM,
@@ -73,7 +74,9 @@ def test_worker_ensure_group_twice_is_fine(r: redis.Redis) -> None:
     assert [g["name"] for g in r.xinfo_groups(STREAM)] == [GROUP]
 
 
-def test_worker_failure_stays_pending_then_is_redelivered(r: redis.Redis) -> None:
+def test_worker_failure_is_retried_after_its_backoff_holding_nothing(
+    r: redis.Redis,
+) -> None:
     attempts: list[int] = []
 
     def flaky(n: int) -> int:
@@ -82,19 +85,17 @@ def test_worker_failure_stays_pending_then_is_redelivered(r: redis.Redis) -> Non
             raise BoomError("first attempt fails")
         return n
 
-    worker = make_worker(r, {"flaky": flaky})
-    entry_id = add_entry(r, "flaky", {"n": 7})
+    worker = make_worker(r, {"flaky": flaky}, retry_backoff_s=0.05)
+    task_id = add_entry(r, "flaky", {"n": 7})
     worker.poll_once()
-    # Pending list: the entry, delivered once, not acknowledged.
-    rows = pending(r)
-    assert [(row["message_id"], row["times_delivered"]) for row in rows] == [
-        (entry_id, 1)
-    ]
-    # After claim_idle_ms, XAUTOCLAIM hands it back (delivery 2) and it succeeds.
-    eventually(lambda: worker.poll_once())
+    # Pending list: empty; the retry waits in the delayed set, holding nothing.
     assert pending(r) == []
-    assert attempts == [7, 7]
-    assert result_of(r, entry_id) == "7"
+    assert r.zrange(DELAYED, 0, -1) == [task_id]
+    # Once due, the clock moves it onto the stream (a new entry, the same task ID).
+    eventually(lambda: worker.clock.tick() or r.zcard(DELAYED) == 0)
+    worker.poll_once()
+    assert pending(r) == [] and attempts == [7, 7]
+    assert result_of(r, task_id) == "7"  # stored under the task's ID
 
 
 def test_worker_reclaims_the_entries_of_a_crashed_consumer(r: redis.Redis) -> None:
@@ -111,19 +112,22 @@ def test_worker_reclaims_the_entries_of_a_crashed_consumer(r: redis.Redis) -> No
 
 
 def test_worker_dead_letters_a_failing_entry_at_max_deliveries(r: redis.Redis) -> None:
-    worker = make_worker(r, TASKS, max_deliveries=3)
-    entry_id = add_entry(r, "always_fail", {"x": 1})
-    worker.poll_once()
-    # Pending list: the entry with 1 delivery; it fails twice more through reclaims.
-    eventually(lambda: r.xlen(DEAD) == 1 or worker.poll_once() < 0)
-    # Pending list: empty; the dead-letter stream holds it once, with the reason.
-    assert pending(r) == []
+    worker = make_worker(r, TASKS, max_deliveries=3, retry_backoff_s=0.01)
+    task_id = add_entry(r, "always_fail", {"x": 1})
+
+    def attempt() -> bool:
+        worker.clock.tick()
+        worker.poll_once()
+        return r.xlen(DEAD) == 1
+
+    eventually(attempt)  # three attempts: the first, then two retries
+    # Pending list and delayed set: empty; the dead letter holds it once, with why.
+    assert pending(r) == [] and r.zcard(DELAYED) == 0
     [dead] = dead_letters(r)
-    assert dead["source_id"] == entry_id
+    assert dead["id"] == task_id
     assert dead["deliveries"] == "3"
     assert dead["error"] == "BoomError: always"
     assert dead["consumer"] == "c1"
-    assert (dead["task"], json.loads(dead["payload"])) == ("always_fail", {"x": 1})
 
 
 def test_worker_dead_letters_an_entry_that_crashed_every_consumer(

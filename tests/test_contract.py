@@ -49,12 +49,13 @@ def test_contract_consumer_dead_letters_are_listed_shown_and_replayed_by_the_cli
     shown = dead_letters.show(r, QUEUE, letter["dead_id"])
     assert shown["payload"] == {"n": 7}
     [moved] = dead_letters.replay(r, QUEUE, [letter])
-    # The replayed entry is the original one again, read by the consumer's own code.
+    # The replayed entry is the original task again (its task ID kept), read by
+    # the consumer's own code.
     [message] = make_worker(r, {}, consumer_name="c2").reader.read_new()
     assert message.entry_id == moved["entry_id"]
     assert (message.task, message.fields) == (
         "fails",
-        {"task": "fails", "payload": '{"n": 7}'},
+        {"task": "fails", "payload": '{"n": 7}', "id": source_id},
     )
     assert [row["consumer"] for row in pending(r)] == ["c2"]
 
@@ -65,10 +66,13 @@ def test_contract_results_key_is_the_one_the_dispatcher_reads() -> None:
 
 
 def test_contract_task_names_follow_the_same_rule() -> None:
-    for name in ("resize", "app.tasks:resize-2"):
+    for name in ("contract-probe", "app.tasks:contract_probe-2"):
         assert TASK_NAME.fullmatch(name)
         validation.parse_dispatch({"task": name, "payloads": [{}]}, Settings())
-        consumer_tasks.task(name=name)(lambda: None)
+        try:
+            consumer_tasks.task(name=name)(lambda: None)
+        finally:
+            consumer_tasks.TASKS.pop(name, None)
     for name in ("", "9lives", "white space", "x" * 129):
         with pytest.raises(InvalidPayloadError, match="task"):
             validation.parse_dispatch({"task": name, "payloads": [{}]}, Settings())

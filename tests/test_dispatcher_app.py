@@ -116,6 +116,21 @@ def test_dispatch_num_messages_for_a_named_task(
         ({"task": "rm -rf /", "num_messages": 1}, "task"),
         ({"task": 7, "num_messages": 1}, "task"),
         ({"task": "a" * 129, "num_messages": 1}, "task"),
+        # When tasks run: one of countdown / run_at, within MAX_COUNTDOWN_S, never
+        # with the seed's pacing.
+        ({"num_messages": 1, "countdown": -1}, "countdown"),
+        ({"num_messages": 1, "countdown": "5"}, "countdown"),
+        ({"num_messages": 1, "countdown": True}, "countdown"),
+        ({"num_messages": 1, "countdown": 31 * 86_400}, "countdown"),
+        ({"num_messages": 1, "countdown": 5, "run_at": 1}, "countdown"),
+        ({"num_messages": 1, "run_at": "tomorrow"}, "run_at"),
+        ({"num_messages": 1, "run_at": "2026-12-02T15:00:00"}, "run_at"),  # no zone
+        ({"num_messages": 1, "run_at": 9e12}, "run_at"),
+        ({"num_messages": 1, "run_at": [1]}, "run_at"),
+        ({"num_messages": 1, "expires_s": 0}, "expires_s"),
+        ({"num_messages": 1, "expires_s": "1"}, "expires_s"),
+        ({"num_messages": 2, "delay": 0.1, "countdown": 5}, "countdown"),
+        ({"num_messages": 2, "delay": 0.1, "expires_s": 5}, "expires_s"),
     ],
 )
 def test_dispatch_refuses_bad_input_naming_the_field_and_writes_nothing(

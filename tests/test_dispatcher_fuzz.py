@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 import fakeredis
+import pytest
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,6 +33,8 @@ def limited(**access: Any) -> Settings:
 OPEN = create_app(limited(allow_anonymous=True), STORE).test_client()
 GUARDED = create_app(limited(tokens=(TOKEN,)), STORE).test_client()
 # What a header can carry at all (HTTP forbids control characters in field values).
+# Hundreds of examples per test: seconds each, more on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(60)
 HEADER_TEXT = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 json_values = st.recursive(
     st.none()

@@ -145,8 +145,8 @@ def test_e2e_a_task_that_always_raises_ends_dead_lettered(
     assert status == 202
     eventually(lambda: r.exists(DEAD), timeout_s=20)
     [dead] = dead_letters(r)
-    assert dead["source_id"] == body["entry_ids"][0]
-    assert dead["deliveries"] == FAST["MAX_DELIVERIES"]
+    assert dead["id"] == body["task_ids"][0]  # its task, across its retries' entries
+    assert dead["deliveries"] == FAST["MAX_DELIVERIES"]  # attempts in all
     assert dead["error"] == "RuntimeError: this task always fails"
     assert dead["consumer"] in {"pod-a", "pod-b"}
     assert (dead["task"], json.loads(dead["payload"])) == ("explode", {"x": 1})

@@ -123,6 +123,10 @@ def observed(
                 f'sum(consumer_messages_total{{outcome="dead_lettered"}}) == {FAILING}'
             )
             eventually(lambda: query(prometheus_url, final), timeout_s=30)
+            # ... and the rates have settled to 0: an integral of rate() over the
+            # load then holds every increment (its tail included).
+            settled = f"sum(rate(consumer_messages_total[{RATE_INTERVAL}])) == 0"
+            eventually(lambda: query(prometheus_url, settled), timeout_s=30)
             yield Observed(
                 prometheus_url,
                 base,

@@ -22,6 +22,7 @@ from harness.processes import ROOT, Service, free_port, http_ok
 from harness.redis_server import RedisServer
 from pipeline_core.connection import RedisSettings
 from pipeline_core.sending import Sender, SenderSettings
+from pipeline_core.timing import make_timing
 from pipeline_core.wire import stream_entries
 from tests.conftest import eventually, require_redis_server
 from tests.factories import drained, make_worker
@@ -76,6 +77,23 @@ MATRIX = [
         True,
     ),
     ("dispatcher", "EVALSHA 0123 1 {tasks}:other", False),
+    # Tasks for later: the send script (with the delayed set), the status and cancel
+    # scripts over all their keys, the metrics' reads; no periodic schedules.
+    (
+        "dispatcher",
+        "EVALSHA 0 4 tasks {tasks}:delayed {tasks}:delayed:tasks {tasks}:delayed:seq",
+        True,
+    ),
+    (
+        "dispatcher",
+        "EVALSHA 0 7 tasks {tasks}:dead {tasks}:results:1 {tasks}:cancels "
+        "{tasks}:delayed {tasks}:delayed:tasks {tasks}:cancelled",
+        True,
+    ),
+    ("dispatcher", "ZCARD {tasks}:delayed", True),
+    ("dispatcher", "ZADD {tasks}:cancelled 1 1-0", True),
+    ("dispatcher", "HSET {tasks}:schedules tick 1", False),
+    ("dispatcher", "DEL {tasks}:delayed", False),
     ("dispatcher", "HSET {tasks}:results:1 1-0 forged", False),
     ("dispatcher", "ZADD {tasks}:cancels 1 1-0", True),
     ("dispatcher", "ZADD tasks 1 1-0", False),
@@ -100,7 +118,22 @@ MATRIX = [
     ("consumer", "HSET {tasks}:results:1 1-0 x", True),
     ("consumer", "XADD {tasks}:dead * a 1", True),
     ("consumer", "EVALSHA 0123 2 tasks {tasks}:dead workers 1-0", True),
-    ("consumer", "XADD tasks * task demo payload {}", False),
+    # Its clock thread promotes delayed tasks and enqueues periodic ticks: it may add
+    # tasks (docs/security.md), and touch the delayed set and schedules, no more.
+    ("consumer", "XADD tasks * task demo payload {}", True),
+    ("consumer", "TIME", True),
+    ("consumer", "ZRANGEBYSCORE {tasks}:delayed -inf 1 LIMIT 0 10", True),
+    ("consumer", "HSET {tasks}:schedules tick 1", True),
+    (
+        "consumer",
+        "EVALSHA 0 3 {tasks}:delayed {tasks}:delayed:tasks tasks 500 p 60",
+        True,
+    ),
+    ("consumer", "EVALSHA 0 2 {tasks}:schedules tasks n 1 2", True),
+    ("consumer", "DEL {tasks}:delayed", False),
+    ("consumer", "INCR {tasks}:delayed:seq", False),
+    ("consumer", "ZADD {tasks}:cancelled 1 1-0", False),
+    ("consumer", "XADD {tasks}:stats * a 1", False),
     ("consumer", "EXPIRE tasks 1", False),
     ("consumer", "EXPIRE {tasks}:results:1 60", True),
     ("consumer", "HSET tasks x y", False),
@@ -122,6 +155,13 @@ MATRIX = [
         True,
     ),
     ("producer", "ZADD {tasks}:cancels 1 1-0", True),
+    (
+        "producer",
+        "EVALSHA 0 5 tasks {tasks}:delayed {tasks}:delayed:tasks {tasks}:delayed:seq "
+        "{tasks}:idem:ab",
+        True,
+    ),
+    ("producer", "HSET {tasks}:schedules tick 1", False),
     ("producer", "XREADGROUP GROUP workers c COUNT 1 STREAMS tasks >", False),
     ("producer", "XACK tasks workers 1-0", False),
     ("producer", "HSET {tasks}:results:1 1-0 forged", False),
@@ -208,7 +248,7 @@ def test_default_user_is_off_and_roles_are_refused_live(
         anonymous.ping()
     with as_user(server, "consumer", passwords["consumer"]) as consumer:
         with pytest.raises(redis.exceptions.NoPermissionError):
-            consumer.xadd("tasks", {"task": "demo", "payload": "{}"})
+            consumer.hset("{tasks}:idem:ab", "ids", "1-0")
         with pytest.raises(redis.exceptions.NoPermissionError):
             consumer.delete("{tasks}:dead")
     with as_user(server, "dispatcher", passwords["dispatcher"]) as dispatcher:
@@ -239,6 +279,13 @@ def get_status(url: str, token: str | None) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def task_state(url: str) -> str:
+    request = urllib.request.Request(url)
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(json.loads(response.read())["state"])
 
 
 def refused_before_the_body(port: int) -> bool:
@@ -307,6 +354,23 @@ def test_services_work_end_to_end_with_their_own_users_and_leak_no_secret(
         # The stream state reads with the dispatcher's own user (no permission lacks).
         assert b"pipeline_stream_state_up 1.0" in bodies[-2]
         assert b"pipeline_memory_budget_bytes" in bodies[-2]
+        # Tasks for later, each service with its own user: the dispatcher's send
+        # script and cancel, the consumer's promotion.
+        later_ids = []
+        for countdown in (0.2, 3600):
+            status, later = post(
+                f"{base}/dispatch", {"num_messages": 1, "countdown": countdown}, TOKEN
+            )
+            assert status == 202, later
+            later_ids += json.loads(later)["task_ids"]
+        soon, far = (f"{base}/tasks/{task_id}" for task_id in later_ids)
+        eventually(lambda: task_state(soon) == "succeeded", timeout_s=30)
+        assert task_state(far) == "delayed"
+        request = urllib.request.Request(far, method="DELETE")
+        request.add_header("Authorization", f"Bearer {TOKEN}")
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert json.loads(answer.read())["state"] == "cancelled"
+        assert task_state(far) == "cancelled"
     finally:
         dispatcher.stop()
         consumer.stop()
@@ -532,6 +596,9 @@ def test_a_python_producer_sends_reads_and_cancels_with_its_own_user(
         assert sender.send("demo", {"n": 1}, idempotency_key="once").id == ref.id
         assert ref.status()["state"] == "queued"
         assert ref.cancel() is True and ref.status()["state"] == "cancelled"
+        later = sender.send("demo", {"n": 2}, timing=make_timing(countdown_s=60))
+        assert later.status()["state"] == "delayed"
+        assert later.cancel() is True and later.status()["state"] == "cancelled"
         with pytest.raises(redis.exceptions.NoPermissionError):
             sender.client.xack("tasks", "workers", ref.id)
     finally:

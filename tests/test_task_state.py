@@ -8,8 +8,11 @@ import pytest
 import redis
 
 from pipeline_core import task_state
+from pipeline_core.sending import Sender, SenderSettings
 from pipeline_core.task_state import InvalidTaskIdError, TaskStatus
-from tests.factories import QUEUE, STREAM, add_entry, deliver_to, make_worker
+from pipeline_core.timing import make_timing
+from tests.conftest import eventually
+from tests.factories import DELAYED, QUEUE, STREAM, add_entry, deliver_to, make_worker
 
 
 def status(r: redis.Redis, task_id: str) -> dict[str, Any]:
@@ -66,31 +69,53 @@ def test_queued_then_running_then_succeeded_with_its_result(r: redis.Redis) -> N
 
 
 def test_a_failing_task_is_retrying_then_dead_with_its_error(r: redis.Redis) -> None:
-    worker = make_worker(r, TASKS, max_deliveries=2, claim_idle_ms=20)
+    worker = make_worker(r, TASKS, max_deliveries=2, retry_backoff_s=0.05)
     task_id = add_entry(r, "boom")
-    worker.poll_once()  # first attempt fails: left pending, recorded
+    worker.poll_once()  # the first attempt fails: re-queued after its backoff
     first = status(r, task_id)
-    assert (first["state"], first["error"], first["deliveries"]) == (
+    assert (first["state"], first["error"], first["attempts"]) == (
         "retrying", "RuntimeError: boom", 1
     )  # fmt: skip
-    time.sleep(0.05)  # past claim_idle_ms (20 ms): reclaimable
-    worker.poll_once()  # the second attempt fails too: out of deliveries
+    assert first["next_attempt_at"] >= first["enqueued_at"]
+    eventually(lambda: worker.clock.tick() or r.zcard(DELAYED) == 0)
+    promoted = status(r, task_id)
+    assert (promoted["state"], promoted["id"]) == ("queued", task_id)
+    assert promoted["entry_id"] != task_id  # a new entry, the same task
+    worker.poll_once()  # the second attempt fails too: out of attempts
     dead = status(r, task_id)
     assert (dead["state"], dead["deliveries"], dead["task"]) == ("dead", 2, "boom")
     assert "RuntimeError: boom" in dead["error"] and dead["dead_letter_id"]
 
 
-def test_a_retried_delivery_reads_running_again(r: redis.Redis) -> None:
-    worker = make_worker(r, TASKS, max_deliveries=3, claim_idle_ms=20)
+def test_a_retried_delivery_reads_running(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS, max_deliveries=3, retry_backoff_s=0.01)
     task_id = add_entry(r, "boom")
     worker.poll_once()
-    assert status(r, task_id)["state"] == "retrying"
-    time.sleep(0.05)
-    r.xautoclaim(STREAM, QUEUE.group, "pod-c", 20, "0-0")  # another consumer took it
+    eventually(lambda: worker.clock.tick() or r.zcard(DELAYED) == 0)
+    deliver_to(r, "pod-c", count=1)  # another consumer took the retry
     running = status(r, task_id)
-    assert (running["state"], running["consumer"], running["deliveries"]) == (
-        "running", "pod-c", 2
+    assert (running["state"], running["consumer"], running["attempts"]) == (
+        "running", "pod-c", 1
     )  # fmt: skip
+
+
+def test_a_delayed_task_is_delayed_then_queued_and_can_be_cancelled(
+    r: redis.Redis,
+) -> None:
+    worker = make_worker(r, TASKS)
+    sender = Sender(SenderSettings(), client=r)
+    soon = sender.send("record", {"n": 1}, timing=make_timing(countdown_s=0.2))
+    later = sender.send("record", {"n": 2}, timing=make_timing(countdown_s=3600))
+    waiting = status(r, soon.id)
+    assert (waiting["state"], waiting["task"]) == ("delayed", "record")
+    assert waiting["due_at"] > waiting["enqueued_at"]
+    assert cancel(r, later.id).cancelled_now
+    assert status(r, later.id)["state"] == "cancelled"
+    assert r.zcard(DELAYED) == 1  # the cancelled one left the delayed set
+    eventually(lambda: worker.clock.tick() or r.zcard(DELAYED) == 0, timeout_s=5)
+    worker.poll_once()
+    assert RUNS == [{"n": 1}]
+    assert status(r, soon.id)["state"] == "succeeded"
 
 
 def test_a_cancelled_queued_task_never_runs_and_stays_cancelled(r: redis.Redis) -> None:
@@ -125,17 +150,30 @@ def test_a_running_or_finished_task_cannot_be_cancelled(r: redis.Redis) -> None:
     assert r.zcard(QUEUE.key(task_state.CANCELS)) == 0
 
 
-def test_a_retrying_task_is_cancelled_and_its_reclaim_acks_it_unrun(
+def test_a_task_waiting_to_retry_is_cancelled_and_never_runs_again(
     r: redis.Redis,
 ) -> None:
-    worker = make_worker(r, TASKS, max_deliveries=5, claim_idle_ms=20)
+    worker = make_worker(r, TASKS, max_deliveries=5, retry_backoff_s=0.05)
     task_id = add_entry(r, "boom")
     worker.poll_once()
     assert cancel(r, task_id).cancelled_now
-    time.sleep(0.05)
-    worker.poll_once()  # the reclaim finds the cancel request: no second attempt
-    assert r.xpending(STREAM, QUEUE.group)["pending"] == 0
+    time.sleep(0.1)
+    worker.clock.tick()
+    assert worker.poll_once() == 0  # nothing was promoted: it was cancelled
     assert status(r, task_id)["state"] == "cancelled"
+
+
+def test_an_expired_task_is_acknowledged_unrun(r: redis.Redis) -> None:
+    worker = make_worker(r, TASKS)
+    sender = Sender(SenderSettings(), client=r)
+    ref = sender.send("record", {"n": 1}, timing=make_timing(expires_s=0.05))
+    time.sleep(0.1)
+    worker.poll_once()
+    assert RUNS == [] and status(r, ref.id)["state"] == "expired"
+    counted = worker.metrics.registry.get_sample_value(
+        "consumer_messages_total", {"task": "record", "outcome": "expired"}
+    )
+    assert counted == 1
 
 
 def test_unknown_and_malformed_ids(r: redis.Redis) -> None:
