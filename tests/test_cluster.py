@@ -126,6 +126,17 @@ def test_cluster_end_to_end_story(
     assert call(f"{base}/results/{body['entry_ids'][3]}") == (
         200, {"entry_id": body["entry_ids"][3], "result": {"seq": 3}},
     )  # fmt: skip
+    # Tasks for later: moved onto the stream by the consumers' clocks; one cancelled.
+    _, later = call(f"{base}/dispatch", {"num_messages": 2, "countdown": 0.5})
+    _, far = call(f"{base}/dispatch", {"num_messages": 1, "countdown": 3600})
+    [far_id] = far["task_ids"]
+    assert call(f"{base}/tasks/{far_id}")[1]["state"] == "delayed"
+    cancelled = task_state.cancel(rc, QUEUE, far_id)
+    assert cancelled is not None and cancelled.cancelled_now
+    eventually(lambda: drained(rc, 12), timeout_s=30)
+    for task_id in later["task_ids"]:
+        assert call(f"{base}/tasks/{task_id}")[1]["state"] == "succeeded"
+    assert call(f"{base}/tasks/{far_id}")[1]["state"] == "cancelled"
     # A failing task ends in the dead-letter stream; the CLI replays it.
     _, failed = call(f"{base}/dispatch", {"task": "explode", "payloads": [{"x": 1}]})
     eventually(lambda: rc.xlen(DEAD) == 1, timeout_s=30)
@@ -144,8 +155,9 @@ def test_cluster_end_to_end_story(
     eventually(lambda: pending(rc), timeout_s=10)
     victim = pending(rc)[0]["consumer"]
     stack.consumers[victim].signal(signal.SIGKILL)
-    # 10, the failing task and its retry, its replay and the replay's retry, 6 slow.
-    eventually(lambda: drained(rc, 10 + 2 + 2 + 6), timeout_s=60)
+    # 10, 2 for later, the failing task and its retry, its replay and the replay's
+    # retry, 6 slow.
+    eventually(lambda: drained(rc, 10 + 2 + 2 + 2 + 6), timeout_s=60)
     results = [call(f"{base}/results/{i}")[1]["result"] for i in slow["entry_ids"]]
     assert results == list(range(6))
     # Trimming keeps only what the group still needs.
@@ -158,4 +170,5 @@ def test_cluster_end_to_end_story(
         text = response.read().decode()
     assert "pipeline_stream_state_up 1.0" in text
     assert "pipeline_dead_letter_length 1.0" in text
-    assert 'dispatcher_messages_total{outcome="accepted"} 17.0' in text
+    assert 'dispatcher_messages_total{outcome="accepted"} 20.0' in text
+    assert "pipeline_delayed_tasks 0.0" in text

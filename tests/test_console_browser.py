@@ -302,3 +302,24 @@ def test_console_sign_out_ends_the_session(
     # the cookie now holds a fresh session with no user in it (a CSRF token only)
     assert [c["value"] for c in page.context.cookies()] != [signed_in["value"]]
     page.context.close()
+
+
+def test_console_looks_up_a_delayed_task_and_cancels_it(
+    browser: "Browser", stack: Stack, r: redis.Redis, tmp_path: Path
+) -> None:
+    [later] = dispatch(stack, {"num_messages": 1, "countdown": 3600})
+    page = page_of(browser, stack, OPERATOR)
+    page.click("text=Delayed")
+    assert later in page.inner_text("#delayed")
+    shot(page, tmp_path, "delayed")
+    page.click(f"text={later}")  # the row links to the task's page
+    assert "delayed" in page.inner_text("#task")
+    shot(page, tmp_path, "task")
+    page.click("#cancel-task")
+    page.click("#confirm")
+    assert page.inner_text(".flash").startswith(f"Cancelled task {later}")
+    assert "cancelled" in page.inner_text("#task")
+    assert page.locator("#cancel-task").count() == 0
+    shot(page, tmp_path, "task-cancelled")
+    assert r.zcard("{tasks}:delayed") == 0
+    page.context.close()

@@ -16,8 +16,11 @@ from dispatcher.app import create_app
 from dispatcher.console import data
 from dispatcher.console.auth import SIGN_IN_ATTEMPTS, fingerprint
 from dispatcher.settings import Settings, from_env
+from pipeline_core import schedules
 from pipeline_core.env import SettingsError
-from tests.factories import DEAD, GROUP, STREAM, add_entry, deliver_to
+from pipeline_core.sending import Sender, SenderSettings
+from pipeline_core.timing import make_timing
+from tests.factories import DEAD, GROUP, QUEUE, STREAM, add_entry, deliver_to
 
 OPERATOR, VIEWER, CLIENT = (
     "operator-" + "o" * 20,
@@ -25,7 +28,8 @@ OPERATOR, VIEWER, CLIENT = (
     "client-" + "c" * 20,
 )
 KEY = "k" * 40
-PAGES = ("/ui/", "/ui/consumers", "/ui/pending", "/ui/dead", "/ui/dead?error=x")
+PAGES = ("/ui/", "/ui/consumers", "/ui/pending", "/ui/dead", "/ui/dead?error=x",
+         "/ui/delayed", "/ui/tasks", "/ui/tasks?id=1-0")  # fmt: skip
 
 
 def console(client: redis.Redis, **overrides: Any) -> FlaskClient:
@@ -176,7 +180,8 @@ def test_console_viewer_sees_no_action_and_gets_403_for_each(r: redis.Redis) -> 
     assert dead_id in page.text and "Replay" not in page.text
     token = csrf(page)  # the sign-out form's: a real session's token
     forms = {"dead/replay": {"ids": dead_id}, "dead/purge": {"scope": "matching"},
-             "consumers/prune": {"consumer": "c1"}}  # fmt: skip
+             "consumers/prune": {"consumer": "c1"},
+             "tasks/cancel": {"id": "1-0"}}  # fmt: skip
     for action, form in forms.items():
         answer = http.post(
             f"/ui/{action}", data={"csrf": token, "confirmed": "1", **form}
@@ -322,3 +327,50 @@ def test_console_replays_every_match_in_steps_that_go_on_where_they_stopped(
     last = http.get(done.headers["Location"])
     assert "Replayed 2" in last.text and 'id="go-on"' not in last.text
     assert r.xlen(STREAM) == 7 and r.xlen(DEAD) == 18
+
+
+def test_console_looks_a_task_up_and_cancels_it_after_asking(r: redis.Redis) -> None:
+    r.xgroup_create(STREAM, GROUP, "0", mkstream=True)
+    sender = Sender(SenderSettings(), client=r)
+    later = sender.send("resize", {}, timing=make_timing(countdown_s=3600))
+    foreign = r.xadd(STREAM, {"task": "<b>x", "payload": "{}"})  # another producer's
+    http = console(r)
+    sign_in(http, OPERATOR)
+    shown = http.get(f"/ui/tasks?id={foreign}").text
+    assert "&lt;b&gt;x" in shown and "<b>x" not in shown
+    page = http.get(f"/ui/tasks?id={later.id}")
+    assert "delayed" in page.text and "due_at" in page.text
+    token = csrf(page)
+    asked = http.post("/ui/tasks/cancel", data={"csrf": token, "id": later.id})
+    assert "Yes, cancel" in asked.text and later.status()["state"] == "delayed"
+    done = http.post(
+        "/ui/tasks/cancel", data={"csrf": token, "id": later.id, "confirmed": "1"}
+    )
+    assert done.headers["Location"] == f"/ui/tasks?id={later.id}"
+    assert later.status()["state"] == "cancelled"
+    page = http.get(done.headers["Location"])
+    assert f"Cancelled task {later.id}" in page.text and "Cancel…" not in page.text
+    again = http.post(
+        "/ui/tasks/cancel", data={"csrf": token, "id": later.id, "confirmed": "1"}
+    )
+    assert "is cancelled: left alone" in http.get(again.headers["Location"]).text
+    assert "not-an-id" in http.get("/ui/tasks?id=not-an-id").text
+    assert "No task 1-0" in http.get("/ui/tasks?id=1-0").text
+
+
+def test_console_lists_tasks_waiting_to_be_due_and_the_schedules(
+    r: redis.Redis,
+) -> None:
+    r.xgroup_create(STREAM, GROUP, "0", mkstream=True)
+    sender = Sender(SenderSettings(), client=r)
+    soon = sender.send("demo", {}, timing=make_timing(countdown_s=0.01))
+    later = sender.send("resize", {}, timing=make_timing(countdown_s=3600))
+    schedules.tick(
+        schedules.tick_script(r), QUEUE, "nightly", (None, 4_102_444_800_000), []
+    )
+    http = console(r)
+    sign_in(http, OPERATOR)
+    page = http.get("/ui/delayed").text
+    assert page.index(soon.id) < page.index(later.id)  # the earliest first
+    assert "overdue" in page and "nightly" in page
+    assert f'href="/ui/tasks?id={later.id}"' in page

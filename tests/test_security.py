@@ -93,6 +93,7 @@ MATRIX = [
     ("dispatcher", "ZCARD {tasks}:delayed", True),
     ("dispatcher", "ZADD {tasks}:cancelled 1 1-0", True),
     ("dispatcher", "HSET {tasks}:schedules tick 1", False),
+    ("dispatcher", "HGETALL {tasks}:schedules", True),  # the console lists them
     ("dispatcher", "DEL {tasks}:delayed", False),
     ("dispatcher", "HSET {tasks}:results:1 1-0 forged", False),
     ("dispatcher", "ZADD {tasks}:cancels 1 1-0", True),
@@ -523,6 +524,18 @@ def test_console_acts_with_the_dispatcher_users_rights_alone(
                 "Kept &#39;gone&#39;" in page
             )  # the script ran; it was not idle an hour
             assert admin.xlen("tasks") == 1 and admin.xlen("{tasks}:dead") == 1
+            # The task pages: tasks waiting to be due, schedules, a lookup, a cancel.
+            later = Sender(SenderSettings(), client=admin).send(
+                "demo", {}, timing=make_timing(countdown_s=3600)
+            )
+            admin.hset("{tasks}:schedules", "nightly", "4102444800000")
+            page = browser.get("/ui/delayed")
+            assert later.id in page and "nightly" in page
+            assert "delayed" in browser.get(f"/ui/tasks?id={later.id}")
+            page = browser.post(
+                "/ui/tasks/cancel", {"id": later.id, **done}, f"/ui/tasks?id={later.id}"
+            )
+            assert f"Cancelled task {later.id}" in page
             # Both deletions recorded, so the tamper gauge stays quiet (test_tamper.py)
             assert admin.hget("{tasks}:audit", "dead_deleted") == "2"
             eventually(lambda: admin.xlen("{tasks}:stats") >= 1, timeout_s=15)

@@ -11,7 +11,7 @@ import threading
 
 from flask import Blueprint, Flask, Response, request
 
-from dispatcher.console import actions, auth, pages, signin, views
+from dispatcher.console import actions, auth, pages, signin, tasks, views
 from dispatcher.console.stats import Sampler
 from dispatcher.settings import LOOPBACK, Settings
 from pipeline_core.connection import Client
@@ -57,6 +57,7 @@ def install_console(app: Flask, settings: Settings, client: Client) -> bool:
     signin.install(console, settings)
     pages.install(console, settings, client)
     actions.install(console, settings, client)
+    tasks.install(console, settings, client)
     app.register_blueprint(console)
     # Every string a page shows passes here: undecodable bytes from another producer
     # become backslash escapes instead of failing the page's encoding.
