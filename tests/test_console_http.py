@@ -334,6 +334,7 @@ def test_console_looks_a_task_up_and_cancels_it_after_asking(r: redis.Redis) -> 
     sender = Sender(SenderSettings(), client=r)
     later = sender.send("resize", {}, timing=make_timing(countdown_s=3600))
     foreign = r.xadd(STREAM, {"task": "<b>x", "payload": "{}"})  # another producer's
+    assert isinstance(foreign, str)
     http = console(r)
     sign_in(http, OPERATOR)
     shown = http.get(f"/ui/tasks?id={foreign}").text
