@@ -56,8 +56,7 @@ def start_consumer(
 
     yield start
     for service in started:
-        if service.alive():
-            service.stop()
+        service.stop()
 
 
 @pytest.fixture
