@@ -21,6 +21,8 @@ from pathlib import Path
 
 from chaos.load import Ledger
 from pipeline_core.connection import Client
+from pipeline_core.delayed import delayed_key
+from pipeline_core.keys import Queue
 from pipeline_core.wire import stream_entries
 
 
@@ -91,16 +93,24 @@ def _token(fields: dict[str, str]) -> str | None:
 
 
 def drained(client: Client, stream: str, group: str) -> bool:
-    """Everything on the stream delivered and acknowledged. Compares the group's
-    position with the stream's last ID rather than trusting `lag`, which can be NULL."""
+    """Everything on the stream delivered and acknowledged, and nothing waiting in the
+    delayed set (delayed tasks, retries): read in one MULTI, since a promotion or a
+    retry moves a task between the two. Compares the group's position with the
+    stream's last ID rather than trusting `lag`, which can be NULL."""
+    waiting = delayed_key(Queue(stream=stream, group=group))
     if not client.exists(stream):
-        return True
-    last_id = client.xinfo_stream(stream)["last-generated-id"]
-    groups = [g for g in client.xinfo_groups(stream) if g["name"] == group]
+        return not client.zcard(waiting)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zcard(waiting)
+        pipe.xinfo_stream(stream)
+        pipe.xinfo_groups(stream)
+        delayed, info, groups = pipe.execute()
+    ours = [g for g in groups if g["name"] == group]
     return (
-        bool(groups)
-        and groups[0]["pending"] == 0
-        and (groups[0]["last-delivered-id"] == last_id)
+        not delayed
+        and bool(ours)
+        and ours[0]["pending"] == 0
+        and (ours[0]["last-delivered-id"] == info["last-generated-id"])
     )
 
 
