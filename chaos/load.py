@@ -1,7 +1,9 @@
 """Load: dispatches over HTTP at a steady rate and records every answer in a Ledger.
 
-A 202 with its entry IDs is acknowledged; a 4xx is refused; a 5xx, a timeout or a broken
-connection is unknown (the entries may or may not be on the stream).
+A 202 with its task IDs is acknowledged; a 4xx is refused; a 5xx, a timeout or a broken
+connection is unknown (the entries may or may not be on the stream). A task's ID is
+stable: a delayed task's (`<ms>-1<18 digits>`) is never an entry ID, and a retry keeps
+it while its entry IDs change.
 """
 
 import itertools
@@ -30,7 +32,7 @@ class Answer:
 
 @dataclass
 class Ledger:
-    acknowledged: dict[str, str] = field(default_factory=dict)  # token -> entry ID
+    acknowledged: dict[str, str] = field(default_factory=dict)  # token -> task ID
     refused: set[str] = field(default_factory=set)
     unknown: set[str] = field(default_factory=set)
     answers: list[Answer] = field(default_factory=list)
@@ -40,11 +42,11 @@ class Ledger:
         with self.lock:
             return Counter(answer.status for answer in self.answers)
 
-    def add(self, tokens: list[str], answer: Answer, entry_ids: list[str]) -> None:
+    def add(self, tokens: list[str], answer: Answer, task_ids: list[str]) -> None:
         with self.lock:
             self.answers.append(answer)
             if answer.status == "202":
-                self.acknowledged.update(zip(tokens, entry_ids, strict=True))
+                self.acknowledged.update(zip(tokens, task_ids, strict=True))
             elif answer.status.startswith("4"):
                 self.refused.update(tokens)
             else:
@@ -101,17 +103,17 @@ class Load:
             self.url, data=body, headers={"Content-Type": "application/json"}
         )
         started_s = time.monotonic()
-        status, retry_after, entry_ids, reason = _post(request)
+        status, retry_after, task_ids, reason = _post(request)
         answer = Answer(started_s, time.monotonic(), status, retry_after, reason)
-        self.ledger.add(tokens, answer, entry_ids)
+        self.ledger.add(tokens, answer, task_ids)
         return batch
 
 
 def _post(request: urllib.request.Request) -> tuple[str, bool, list[str], str]:
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            entry_ids: list[str] = json.loads(response.read())["entry_ids"]
-            return str(response.status), False, entry_ids, ""
+            task_ids: list[str] = json.loads(response.read())["task_ids"]
+            return str(response.status), False, task_ids, ""
     except urllib.error.HTTPError as error:
         hint = error.headers.get("Retry-After") is not None
         return str(error.code), hint, [], _reason(error.read())

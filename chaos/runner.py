@@ -33,8 +33,9 @@ class Run:
     quick: bool
     network: Network
     ledger: Ledger = field(default_factory=Ledger)
-    # Per fault (a kill, a pause, a partition): the entry IDs the faulted consumer held.
-    # A healthy entry may run again only as often as faults caught it held.
+    # Per fault (a kill, a pause, a partition): the task IDs the faulted consumer held
+    # (faults.task_ids_of). A healthy task may run again only as often as faults
+    # caught it held.
     held: list[set[str]] = field(default_factory=list)
 
     @property

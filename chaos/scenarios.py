@@ -11,6 +11,7 @@ from chaos.faults import (
     first_202_after,
     kill_consumers,
     late_acks,
+    note_held,
     pause_a_holder,
     pending_of,
     recovered,
@@ -71,7 +72,7 @@ def redis_kill(run: Run) -> None:
     pending when Redis died are that fault's (writes paused to read them exactly)."""
     run.wait(1.0)
     run.client.client_pause(5000, all=False)  # writes wait; XPENDING still answers
-    run.held.append(pending_of(run))
+    note_held(run, pending_of(run))
     killed = time.monotonic()
     run.server.kill()
     run.wait(2.0 if run.quick else 5.0)
@@ -110,7 +111,7 @@ def poison(run: Run) -> None:
             if service.alive():
                 holding[name] = pending_of(run, name)
             elif holding.get(name):
-                run.held.append(holding.pop(name))  # what it held when it crashed
+                note_held(run, holding.pop(name))  # what it held when it crashed
         run.wait(0.05)
 
 
@@ -124,7 +125,7 @@ def long_tasks(run: Run) -> None:
     held = pending_of(run, victim)
     run.wait(1.0)  # its task (2.5 s) is under way, past claim_idle_ms
     run.stack.consumers[victim].signal(signal.SIGKILL)
-    run.held.append(held)
+    note_held(run, held)
     run.report.recovery_s = recovered(run, held, timeout_s=15)
     run.wait(2.0 if run.quick else 8.0)
 

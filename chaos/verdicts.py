@@ -13,18 +13,19 @@ MAX_BACKLOG = 1000
 
 
 def duplicates_within_what_faults_held(run: Run) -> None:
-    """A healthy entry runs again only if a fault caught its consumer holding it, and
-    at most once per such fault."""
+    """A healthy task runs again only if a fault caught its consumer holding it, and
+    at most once per such fault; by task ID, which a delayed or retried task keeps as
+    its entry IDs change."""
     runs = read_runs(run.record_dir)
     extra = _extra_runs(run, runs)
     unattributed = {
-        entry_id: n
-        for entry_id, n in extra.items()
-        if n > sum(entry_id in held for held in run.held)
+        task_id: n
+        for task_id, n in extra.items()
+        if n > sum(task_id in held for held in run.held)
     }
     run.report.notes["held by faulted consumers"] = sum(len(h) for h in run.held)
     if unattributed:
-        run.problem(f"{len(unattributed)} entries ran again without a fault holding "
+        run.problem(f"{len(unattributed)} tasks ran again without a fault holding "
                     f"them, e.g. {sorted(unattributed)[:3]}")  # fmt: skip
     if sum(n - 1 for t, n in runs.items() if healthy(t)) > sum(extra.values()):
         run.problem("an entry of an unknown outcome (5xx, timeout) ran twice")
@@ -86,9 +87,9 @@ def loss_within_acked_batches(run: Run) -> None:
 
 
 def _extra_runs(run: Run, runs: Counter[str]) -> dict[str, int]:
-    """Entry ID -> extra runs, for accepted healthy entries that ran more than once."""
+    """Task ID -> extra runs, for accepted healthy tasks that ran more than once."""
     return {
-        entry_id: runs[token] - 1
-        for token, entry_id in run.ledger.acknowledged.items()
+        task_id: runs[token] - 1
+        for token, task_id in run.ledger.acknowledged.items()
         if healthy(token) and runs[token] > 1
     }
