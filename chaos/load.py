@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 
 # What request number n dispatches: (task, payloads per request, seconds of work each).
 Mix = Callable[[int], tuple[str, int, float]]
-PREFIX = {"chaos.work": "w", "chaos.gil": "w", "chaos.poison": "p", "chaos.crash": "c"}
+# When request number n asks its tasks to run: {} (now), {"countdown": s} or
+# {"run_at": Unix s}, added to its body.
+When = Callable[[int], dict[str, float]]
+PREFIX = {"chaos.work": "w", "chaos.gil": "w", "chaos.poison": "p", "chaos.crash": "c",
+          "chaos.flaky": "r"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +61,25 @@ def steady(task: str, batch: int, seconds: float) -> Mix:
     return lambda n: (task, batch, seconds)
 
 
+def right_away(number: int) -> dict[str, float]:
+    """Every request runs its tasks now."""
+    return {}
+
+
 class Load:
     """Sender threads that together post rate_per_s messages per second."""
 
     def __init__(
-        self, base_url: str, rate_per_s: float, mix: Mix, threads: int = 4
+        self,
+        base_url: str,
+        rate_per_s: float,
+        mix: Mix,
+        threads: int = 4,
+        when: When = right_away,
     ) -> None:
         self.url = f"{base_url}/dispatch"
         self.rate_per_s = rate_per_s
-        self.mix = mix
+        self.mix, self.when = mix, when
         self.ledger = Ledger()
         self._stop = threading.Event()
         self._numbers = itertools.count()
@@ -98,9 +112,9 @@ class Load:
         payloads = [{"token": token, "seconds": seconds} for token in tokens]
         if PREFIX[task] != "w":
             payloads = [{"token": token} for token in tokens]
-        body = json.dumps({"task": task, "payloads": payloads}).encode()
+        body = json.dumps({"task": task, "payloads": payloads, **self.when(number)})
         request = urllib.request.Request(
-            self.url, data=body, headers={"Content-Type": "application/json"}
+            self.url, data=body.encode(), headers={"Content-Type": "application/json"}
         )
         started_s = time.monotonic()
         status, retry_after, task_ids, reason = _post(request)

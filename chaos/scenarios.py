@@ -144,6 +144,23 @@ def naive_trim(run: Run) -> None:
     trimmer.join()
 
 
+def delayed_mix(number: int) -> tuple[str, int, float]:
+    """One request in three: 5 tasks that fail twice, then succeed (chaos.flaky)."""
+    if number % 3 == 2:
+        return "chaos.flaky", 5, 0.0
+    return "chaos.work", 10, 0.005
+
+
+def delayed_when(number: int) -> dict[str, float]:
+    """Of every 6 requests, 2 after a countdown (0.5 to 2 s), 1 at a time 1.5 s
+    ahead, 3 now: delayed and not, retried (chaos.flaky) and not, in every pairing."""
+    if number % 6 in (1, 5):
+        return {"countdown": 0.5 + (number % 4) * 0.5}
+    if number % 6 == 4:
+        return {"run_at": time.time() + 1.5}
+    return {}
+
+
 def ack_first(run: Run) -> None:
     kill_consumers(run, kills=3, every_s=1.0)
 
@@ -152,6 +169,9 @@ LONG: Mix = steady("chaos.work", 1, CLAIM_IDLE_S * 2.5)
 
 SCENARIOS = [
     Scenario("sigkill", sigkill, verdicts.duplicates_within_what_faults_held),
+    # Delayed dispatch and retries through the delayed set, consumers SIGKILLed.
+    Scenario("delayed-retries", sigkill, verdicts.delayed_and_retried_within_faults,
+             mix=delayed_mix, when=delayed_when),
     # Tasks of 20 ms: the paused consumer is caught holding a batch, not between two.
     Scenario("sigstop", sigstop, verdicts.duplicates_within_what_faults_held,
              mix=steady("chaos.work", 10, 0.02), rate_per_s=150),
