@@ -6,6 +6,7 @@ import threading
 import time
 
 from chaos import redis_faults, verdicts
+from chaos.checker import drained
 from chaos.faults import (
     busiest,
     first_202_after,
@@ -18,7 +19,7 @@ from chaos.faults import (
 )
 from chaos.load import Mix, steady
 from chaos.runner import Run, Scenario
-from chaos.stack import STREAM
+from chaos.stack import GROUP, STREAM
 from harness.processes import wait_for
 from harness.redis_server import EPHEMERAL, SHIPPED
 
@@ -103,16 +104,35 @@ def poison_mix(number: int) -> tuple[str, int, float]:
 
 def poison(run: Run) -> None:
     """Crash-prone entries kill their consumer: each crash is a fault that may catch
-    healthy entries held (the supervisor restarts the consumer)."""
+    healthy entries held (the supervisor restarts the consumer). Watched until the
+    group drains, the load stopped first: a crash-prone entry goes on killing
+    consumers (up to MAX_DELIVERIES times) after the load ends."""
+    holding: dict[str, tuple[int, set[str]]] = {}
+    dead: set[int] = set()
     deadline = time.monotonic() + (4.0 if run.quick else 15.0)
-    holding: dict[str, set[str]] = {}
     while time.monotonic() < deadline:
-        for name, service in run.stack.live_consumers().items():
-            if service.alive():
-                holding[name] = pending_of(run, name)
-            elif holding.get(name):
-                note_held(run, holding.pop(name))  # what it held when it crashed
-        run.wait(0.05)
+        _watch_crashes(run, holding, dead)
+    run.load.stop()  # the runner's stop finds it stopped
+    deadline = time.monotonic() + 60
+    while not drained(run.client, STREAM, GROUP) and time.monotonic() < deadline:
+        _watch_crashes(run, holding, dead)
+
+
+def _watch_crashes(
+    run: Run, holding: dict[str, tuple[int, set[str]]], dead: set[int]
+) -> None:
+    """One look, then 50 ms: a consumer dead since the last look (or already started
+    again under its name) held what it held then, and what its name holds now (its
+    entries stay pending under its name until claimed, CLAIM_IDLE_MS later): a batch
+    read and crashed between two looks is caught too."""
+    for name, service in run.stack.live_consumers().items():
+        pid, held = holding.get(name, (service.pid, set()))
+        if pid not in dead and (pid != service.pid or not service.alive()):
+            dead.add(pid)
+            note_held(run, held | pending_of(run, name))
+        if service.alive():
+            holding[name] = (service.pid, pending_of(run, name))
+    run.wait(0.05)
 
 
 def burst(run: Run) -> None:
