@@ -81,7 +81,8 @@ def fill(client: redis.Redis, count: int, fields: dict[FieldT, EncodableT]) -> N
 
 def finished(client: redis.Redis, count: int) -> bool:
     group = client.xinfo_groups(STREAM)[0]
-    return bool(group["entries-read"] >= count and group["pending"] == 0)
+    read = group["entries-read"] or 0  # None until the group's first read
+    return bool(read >= count and group["pending"] == 0)
 
 
 def drain(

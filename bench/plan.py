@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from bench import drain, fairness, measure, raw
+from bench import delayed, drain, fairness, measure, raw
 from bench.table import Row, Target
 from harness.processes import Service
 from pipeline_core.connection import RedisSettings
@@ -24,10 +24,14 @@ class Size:
     work: fairness.Work
     one_by_one: int  # XADDs one per round trip
     repeat: int
+    delayed: int  # delayed tasks due at one instant (the promotion rate)
+    due_s: float  # how long tasks fall due at 1,000 a second (their lateness)
 
 
-FULL = Size(100_000, 1_000_000, 10.0, fairness.Work(40, 0.1, 30_000), 20_000, 3)
-QUICK = Size(2_000, 20_000, 1.0, fairness.Work(6, 0.05, 3_000), 500, 1)
+FULL = Size(100_000, 1_000_000, 10.0, fairness.Work(40, 0.1, 30_000), 20_000, 3,
+            delayed=100_000, due_s=10.0)  # fmt: skip
+QUICK = Size(2_000, 20_000, 1.0, fairness.Work(6, 0.05, 3_000), 500, 1,
+             delayed=5_000, due_s=3.0)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,20 @@ def fairness_figures(lab: Lab) -> dict[str, float]:
     return fairness.measure(lab.url, lab.client, lab.size.work, lab.logs("fairness"))
 
 
+def delayed_figures(lab: Lab) -> dict[str, float]:
+    """Delayed tasks (bench/delayed.py): promoted per second; how late they start."""
+    log_dir = lab.logs("delayed")
+    figures = delayed.promotion(lab.url, lab.client, lab.size.delayed, log_dir)
+    late = delayed.lateness(lab.url, lab.client, lab.size.due_s, log_dir)
+    lab.client.flushall()
+    for share in (0.5, 0.99, 1.0):
+        figures[f"lateness p{round(share * 100)}"] = percentile(late, share) * 1000
+    return figures
+
+
 MEASUREMENTS: tuple[Callable[[Lab], dict[str, float]], ...] = (
     writes, sends, dispatches, drains, backlog, latencies, fairness_figures,
+    delayed_figures,
 )  # fmt: skip
 
 
@@ -148,7 +164,10 @@ AT_LEAST_HALF = (Target("ratio", 0.5),)
 
 def rows(size: Size) -> list[Row]:
     """The issue's table first (default settings throughout), then the rest."""
-    return [*_drain_and_fairness_rows(size), *_issue_rows(size), *_other_rows(size)]
+    return [
+        *_drain_and_fairness_rows(size), *_issue_rows(size), *_time_rows(size),
+        *_other_rows(size),
+    ]  # fmt: skip
 
 
 def _drain_and_fairness_rows(size: Size) -> list[Row]:
@@ -186,6 +205,20 @@ def _issue_rows(size: Size) -> list[Row]:
             unit=" MiB", scale=2**20, targets=(Target("value", 60, True),)),
         Row("Redis memory per queued entry (no-op payload)", "bytes per entry",
             unit=" B"),
+    ]  # fmt: skip
+
+
+def _time_rows(size: Size) -> list[Row]:
+    """Delayed tasks, 2 idle consumers with default settings (CLOCK_INTERVAL_MS 200)."""
+    return [
+        Row(f"Delayed tasks promoted onto the stream, {size.delayed:,} due at once",
+            "promotion", targets=(Target("value", 10_000),)),
+        Row(f"Delayed tasks promoted and run, {size.delayed:,} due at once",
+            "promotion drain", "drain 2", f"the drain of {size.messages:,}"),
+        Row("Delayed task due -> start p99, 1,000 due/s", "lateness p99", unit=" ms",
+            digits=1, targets=(Target("value", 1000, True),)),
+        *(Row(f"Delayed task due -> start p{p}", f"lateness p{p}", unit=" ms",
+              digits=1) for p in (50, 100)),
     ]  # fmt: skip
 
 

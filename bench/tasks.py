@@ -20,6 +20,13 @@ def stamp(sent: float) -> None:
     os.write(_stamp_file(), f"{sent:.6f} {started - sent:.6f}\n".encode())
 
 
+@task(name="bench.due")
+def stamp_due(due: float) -> None:
+    """Record how long after its due time (a delayed task's run_at) it started."""
+    started = time.time()
+    os.write(_stamp_file(), f"{due:.6f} {started - due:.6f}\n".encode())
+
+
 @functools.cache
 def _stamp_file() -> int:
     """Opened once: an open() per task would delay the next entry's start."""

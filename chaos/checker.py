@@ -1,17 +1,21 @@
 """The checker: compares what clients were told with what the tasks actually did.
 
-Tokens name what each message is: `w…` healthy work, `p…` poison (always raises), `c…`
-crash-prone (kills its consumer). For every token a client got a 202 for:
+Tokens name what each message is: `w…` healthy work, `r…` healthy work retried (fails
+its first RETRIED_FAILURES attempts, then succeeds), `p…` poison (always raises), `c…`
+crash-prone (kills its consumer). The ledger maps each token to its task ID, stable
+across delayed dispatch and retries. For every token a client got a 202 for:
 
-- healthy: must have run (processed) and must never be dead-lettered;
+- healthy: must have run as often as it is expected to (processed: once, a retried
+  one RETRIED_FAILURES + 1 times) and must never be dead-lettered;
 - poison or crash: must sit in the dead-letter stream exactly once, after the attempts
   the policy allows (MAX_DELIVERIES); a run of one never counts as processed.
 
-lost        = accepted healthy entries that never ran, and accepted poison/crash entries
-              not contained as the policy says (dropped, or given up too early)
+lost        = accepted healthy entries that never ran (or ran fewer times than
+              expected), and accepted poison/crash entries not contained as the policy
+              says (dropped, or given up too early)
 unexpected  = entries that ran or were dead-lettered but were never accepted (nor
               answered with an unknown outcome: a 5xx or timeout may have written them)
-duplicates  = extra runs of healthy entries (each scenario bounds them)
+duplicates  = runs of healthy entries beyond those expected (each scenario bounds them)
 """
 
 import json
@@ -21,7 +25,11 @@ from pathlib import Path
 
 from chaos.load import Ledger
 from pipeline_core.connection import Client
+from pipeline_core.delayed import delayed_key
+from pipeline_core.keys import Queue
 from pipeline_core.wire import stream_entries
+
+RETRIED_FAILURES = 2  # the attempts of chaos.flaky (`r…`) that fail
 
 
 @dataclass
@@ -91,21 +99,35 @@ def _token(fields: dict[str, str]) -> str | None:
 
 
 def drained(client: Client, stream: str, group: str) -> bool:
-    """Everything on the stream delivered and acknowledged. Compares the group's
-    position with the stream's last ID rather than trusting `lag`, which can be NULL."""
+    """Everything on the stream delivered and acknowledged, and nothing waiting in the
+    delayed set (delayed tasks, retries): read in one MULTI, since a promotion or a
+    retry moves a task between the two. Compares the group's position with the
+    stream's last ID rather than trusting `lag`, which can be NULL."""
+    waiting = delayed_key(Queue(stream=stream, group=group))
     if not client.exists(stream):
-        return True
-    last_id = client.xinfo_stream(stream)["last-generated-id"]
-    groups = [g for g in client.xinfo_groups(stream) if g["name"] == group]
+        return not client.zcard(waiting)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zcard(waiting)
+        pipe.xinfo_stream(stream)
+        pipe.xinfo_groups(stream)
+        delayed, info, groups = pipe.execute()
+    ours = [g for g in groups if g["name"] == group]
     return (
-        bool(groups)
-        and groups[0]["pending"] == 0
-        and (groups[0]["last-delivered-id"] == last_id)
+        not delayed
+        and bool(ours)
+        and ours[0]["pending"] == 0
+        and (ours[0]["last-delivered-id"] == info["last-generated-id"])
     )
 
 
 def healthy(token: str) -> bool:
-    return token.startswith("w")
+    return token[:1] in ("w", "r")
+
+
+def expected_runs(token: str) -> int:
+    """How often a healthy token's task runs with no fault: a retried one's failures,
+    then its success."""
+    return RETRIED_FAILURES + 1 if token.startswith("r") else 1
 
 
 def foreign(token: str) -> bool:
@@ -125,10 +147,11 @@ def check(
     report.acknowledged, report.refused = len(acked), len(ledger.refused)
     report.unknown = len(unknown)
     report.dead_lettered = sum(1 for t in dead if not foreign(t))
-    report.processed = sum(1 for t in acked if healthy(t) and runs[t] and t not in dead)
-    report.duplicates = sum(n - 1 for t, n in runs.items() if healthy(t))
+    done = {t for t in acked if healthy(t) and extra_runs(t, runs) >= 0}
+    report.processed = len(done - set(dead))
+    report.duplicates = sum(max(0, extra_runs(t, runs)) for t in runs if healthy(t))
     report.max_deliveries = max([*runs.values(), *(max(d) for d in dead.values()), 0])
-    lost = [t for t in acked if healthy(t) and not runs[t]]
+    lost = [t for t in acked if healthy(t) and t not in done]
     lost += _uncontained(acked, runs, dead, max_deliveries, report)
     wrongly_dead = sorted(t for t in dead if healthy(t))
     ran_or_dead = {t for t in set(runs) | set(dead) if not foreign(t)}
@@ -145,6 +168,11 @@ def check(
     if not report.drained:
         report.problems.append("the group did not drain within the deadline")
     return report
+
+
+def extra_runs(token: str, runs: Counter[str]) -> int:
+    """A healthy token's runs beyond (or, negative, short of) those expected."""
+    return runs[token] - expected_runs(token)
 
 
 def _uncontained(

@@ -1,17 +1,39 @@
 """Fault injection helpers: find the consumer to hit (one caught holding entries), hit
-it, and time the recovery. Each fault notes the entry IDs its victim held (run.held)."""
+it, and time the recovery. Each fault notes the tasks its victim held (run.held), by
+task ID: a delayed or retried task's entry IDs change, its task ID stays."""
 
 import signal
 import time
 
 from chaos.runner import Run
 from chaos.stack import GROUP, STREAM
+from pipeline_core.wire import TASK_ID_FIELD
 
 
 def pending_of(run: Run, consumer: str | None = None) -> set[str]:
     """IDs pending in the group (of one consumer, if named)."""
     rows = run.client.xpending_range(STREAM, GROUP, "-", "+", 10_000, consumer)
     return {row["message_id"] for row in rows if isinstance(row["message_id"], str)}
+
+
+def note_held(run: Run, entry_ids: set[str]) -> None:
+    """Note a fault's victim held these pending entries, by their tasks' IDs."""
+    run.held.append(task_ids_of(run, entry_ids))
+
+
+def task_ids_of(run: Run, entry_ids: set[str]) -> set[str]:
+    """The task IDs of entries (one XRANGE each, in one round trip): a promoted delayed
+    task's or a retry's entry names its task (`id`); any other entry is its task. An
+    entry gone (acked and trimmed since) is named by its entry ID."""
+    ordered = sorted(entry_ids)
+    with run.client.pipeline(transaction=False) as pipe:
+        for entry_id in ordered:
+            pipe.xrange(STREAM, entry_id, entry_id)
+        replies = pipe.execute()
+    return {
+        reply[0][1].get(TASK_ID_FIELD, entry_id) if reply else entry_id
+        for entry_id, reply in zip(ordered, replies, strict=True)
+    }
 
 
 def busiest(run: Run) -> str:
@@ -46,7 +68,7 @@ def kill_consumers(run: Run, kills: int, every_s: float) -> None:
         victim = busiest(run)
         run.stack.consumers[victim].signal(signal.SIGKILL)
         held = pending_of(run, victim)  # read after the kill: nothing can change it now
-        run.held.append(held)
+        note_held(run, held)
         recovery = recovered(run, held, timeout_s=15)
         per_kill.append((len(held), None if recovery is None else round(recovery, 2)))
         if recovery is None:
@@ -64,7 +86,7 @@ def pause_a_holder(run: Run) -> tuple[str, set[str]]:
         service.signal(signal.SIGSTOP)
         held = pending_of(run, victim)
         if held:
-            run.held.append(held)
+            note_held(run, held)
             return victim, held
         service.signal(signal.SIGCONT)
         run.wait(0.02)

@@ -9,7 +9,7 @@ import redis
 
 from chaos import verdicts
 from chaos.checker import read_dead_letters
-from chaos.faults import late_acks, pending_of, recovered
+from chaos.faults import late_acks, note_held, pending_of, recovered
 from chaos.network import PARTITIONED
 from chaos.runner import Run
 from chaos.stack import DEAD, STREAM
@@ -31,7 +31,7 @@ def partition(run: Run) -> None:
         run.wait(0.01)
     namespace.cut()
     held = pending_of(run, PARTITIONED)  # it can neither ack nor read now
-    run.held.append(held)
+    note_held(run, held)
     takeover = recovered(run, held, timeout_s=CLAIM_IDLE_S * 5)
     run.wait(max(0.0, CLAIM_IDLE_S * 2.5 - (takeover or 0)))
     healed = time.time()
@@ -119,7 +119,7 @@ def failed_persistence(run: Run) -> None:
         persistence = run.client.info("persistence")
     # Writes are refused now (XREADGROUP and XACK too): what is pending stays as it
     # is, and a batch whose tasks ran but whose ack was refused runs again after.
-    run.held.append(pending_of(run))
+    note_held(run, pending_of(run))
     run.wait(2.0 if run.quick else 6.0)
     run.client.config_set("dbfilename", "dump.rdb")
     run.client.bgsave()

@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 
 from chaos.checker import Report, check, drained, read_dead_letters, read_runs
-from chaos.load import Ledger, Load, Mix, steady
+from chaos.load import Ledger, Load, Mix, When, right_away, steady
 from chaos.network import Network
 from chaos.sampler import Sampler
 from chaos.stack import CONSUMER_ENV, DEAD, GROUP, STREAM, chaos_stack, record_dir
@@ -33,8 +33,9 @@ class Run:
     quick: bool
     network: Network
     ledger: Ledger = field(default_factory=Ledger)
-    # Per fault (a kill, a pause, a partition): the entry IDs the faulted consumer held.
-    # A healthy entry may run again only as often as faults caught it held.
+    # Per fault (a kill, a pause, a partition): the task IDs the faulted consumer held
+    # (faults.task_ids_of). A healthy task may run again only as often as faults
+    # caught it held.
     held: list[set[str]] = field(default_factory=list)
 
     @property
@@ -55,6 +56,7 @@ class Scenario:
     inject: Callable[[Run], None]
     verify: Callable[[Run], None] = lambda run: None
     mix: Mix = WORK
+    when: When = right_away  # delayed dispatch: countdown or run_at per request
     rate_per_s: float = 200.0
     consumers: int = 2
     consumer_env: dict[str, str] = field(default_factory=dict)
@@ -81,7 +83,9 @@ def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
         network.start_consumers(stack, scenario.consumers)
         wait_for(stack.consumers_connected, timeout_s=30, every_s=0.05)
         server = own_redis(stack)
-        load = Load(stack.base_url, scenario.rate_per_s, scenario.mix)
+        load = Load(
+            stack.base_url, scenario.rate_per_s, scenario.mix, when=scenario.when
+        )
         with server.client() as client:
             run = Run(stack, server, load, client, report, quick, network)
             _load_and_check(scenario, run)

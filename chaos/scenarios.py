@@ -6,18 +6,20 @@ import threading
 import time
 
 from chaos import redis_faults, verdicts
+from chaos.checker import drained
 from chaos.faults import (
     busiest,
     first_202_after,
     kill_consumers,
     late_acks,
+    note_held,
     pause_a_holder,
     pending_of,
     recovered,
 )
 from chaos.load import Mix, steady
 from chaos.runner import Run, Scenario
-from chaos.stack import STREAM
+from chaos.stack import GROUP, STREAM
 from harness.processes import wait_for
 from harness.redis_server import EPHEMERAL, SHIPPED
 
@@ -71,7 +73,7 @@ def redis_kill(run: Run) -> None:
     pending when Redis died are that fault's (writes paused to read them exactly)."""
     run.wait(1.0)
     run.client.client_pause(5000, all=False)  # writes wait; XPENDING still answers
-    run.held.append(pending_of(run))
+    note_held(run, pending_of(run))
     killed = time.monotonic()
     run.server.kill()
     run.wait(2.0 if run.quick else 5.0)
@@ -102,16 +104,35 @@ def poison_mix(number: int) -> tuple[str, int, float]:
 
 def poison(run: Run) -> None:
     """Crash-prone entries kill their consumer: each crash is a fault that may catch
-    healthy entries held (the supervisor restarts the consumer)."""
+    healthy entries held (the supervisor restarts the consumer). Watched until the
+    group drains, the load stopped first: a crash-prone entry goes on killing
+    consumers (up to MAX_DELIVERIES times) after the load ends."""
+    holding: dict[str, tuple[int, set[str]]] = {}
+    dead: set[int] = set()
     deadline = time.monotonic() + (4.0 if run.quick else 15.0)
-    holding: dict[str, set[str]] = {}
     while time.monotonic() < deadline:
-        for name, service in run.stack.live_consumers().items():
-            if service.alive():
-                holding[name] = pending_of(run, name)
-            elif holding.get(name):
-                run.held.append(holding.pop(name))  # what it held when it crashed
-        run.wait(0.05)
+        _watch_crashes(run, holding, dead)
+    run.load.stop()  # the runner's stop finds it stopped
+    deadline = time.monotonic() + 60
+    while not drained(run.client, STREAM, GROUP) and time.monotonic() < deadline:
+        _watch_crashes(run, holding, dead)
+
+
+def _watch_crashes(
+    run: Run, holding: dict[str, tuple[int, set[str]]], dead: set[int]
+) -> None:
+    """One look, then 50 ms: a consumer dead since the last look (or already started
+    again under its name) held what it held then, and what its name holds now (its
+    entries stay pending under its name until claimed, CLAIM_IDLE_MS later): a batch
+    read and crashed between two looks is caught too."""
+    for name, service in run.stack.live_consumers().items():
+        pid, held = holding.get(name, (service.pid, set()))
+        if pid not in dead and (pid != service.pid or not service.alive()):
+            dead.add(pid)
+            note_held(run, held | pending_of(run, name))
+        if service.alive():
+            holding[name] = (service.pid, pending_of(run, name))
+    run.wait(0.05)
 
 
 def burst(run: Run) -> None:
@@ -124,7 +145,7 @@ def long_tasks(run: Run) -> None:
     held = pending_of(run, victim)
     run.wait(1.0)  # its task (2.5 s) is under way, past claim_idle_ms
     run.stack.consumers[victim].signal(signal.SIGKILL)
-    run.held.append(held)
+    note_held(run, held)
     run.report.recovery_s = recovered(run, held, timeout_s=15)
     run.wait(2.0 if run.quick else 8.0)
 
@@ -143,6 +164,23 @@ def naive_trim(run: Run) -> None:
     trimmer.join()
 
 
+def delayed_mix(number: int) -> tuple[str, int, float]:
+    """One request in three: 5 tasks that fail twice, then succeed (chaos.flaky)."""
+    if number % 3 == 2:
+        return "chaos.flaky", 5, 0.0
+    return "chaos.work", 10, 0.005
+
+
+def delayed_when(number: int) -> dict[str, float]:
+    """Of every 6 requests, 2 after a countdown (0.5 to 2 s), 1 at a time 1.5 s
+    ahead, 3 now: delayed and not, retried (chaos.flaky) and not, in every pairing."""
+    if number % 6 in (1, 5):
+        return {"countdown": 0.5 + (number % 4) * 0.5}
+    if number % 6 == 4:
+        return {"run_at": time.time() + 1.5}
+    return {}
+
+
 def ack_first(run: Run) -> None:
     kill_consumers(run, kills=3, every_s=1.0)
 
@@ -151,6 +189,9 @@ LONG: Mix = steady("chaos.work", 1, CLAIM_IDLE_S * 2.5)
 
 SCENARIOS = [
     Scenario("sigkill", sigkill, verdicts.duplicates_within_what_faults_held),
+    # Delayed dispatch and retries through the delayed set, consumers SIGKILLed.
+    Scenario("delayed-retries", sigkill, verdicts.delayed_and_retried_within_faults,
+             mix=delayed_mix, when=delayed_when),
     # Tasks of 20 ms: the paused consumer is caught holding a batch, not between two.
     Scenario("sigstop", sigstop, verdicts.duplicates_within_what_faults_held,
              mix=steady("chaos.work", 10, 0.02), rate_per_s=150),

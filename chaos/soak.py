@@ -21,7 +21,7 @@ import psutil
 
 from chaos import redis_faults, verdicts
 from chaos.checker import Report, check, read_dead_letters, read_runs
-from chaos.faults import busiest, pending_of
+from chaos.faults import busiest, note_held, pending_of
 from chaos.load import Load
 from chaos.network import Network
 from chaos.runner import Run, Scenario, _settle, _wait_drained, own_redis
@@ -36,14 +36,14 @@ GROWTH_LIMIT = 1.5  # a process may end at most this much bigger than after warm
 def kill_one(run: Run) -> None:
     victim = busiest(run)
     run.stack.consumers[victim].signal(signal.SIGKILL)
-    run.held.append(pending_of(run, victim))
+    note_held(run, pending_of(run, victim))
 
 
 def freeze_one(run: Run) -> None:
     victim = busiest(run)
     service = run.stack.consumers[victim]
     service.signal(signal.SIGSTOP)
-    run.held.append(pending_of(run, victim))
+    note_held(run, pending_of(run, victim))
     run.wait(verdicts.CLAIM_IDLE_S * 2.5)
     service.signal(signal.SIGCONT)
 

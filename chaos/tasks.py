@@ -9,16 +9,20 @@ import os
 import time
 from pathlib import Path
 
+from chaos.checker import RETRIED_FAILURES
 from consumer import task
 
 
 def record_run(token: str) -> None:
     consumer = os.environ.get("CONSUMER_NAME", "?")
     path = Path(os.environ["CHAOS_RECORD_DIR"]) / f"{consumer}-{os.getpid()}.runs"
-    line = f"{token} {consumer} {time.time():.3f}\n".encode()
+    _append(path, f"{token} {consumer} {time.time():.3f}\n")
+
+
+def _append(path: Path, line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)
+        os.write(fd, line.encode())
     finally:
         os.close(fd)
 
@@ -37,6 +41,22 @@ def poison(token: str) -> None:
     """Always raises: must end in the dead-letter stream after MAX_DELIVERIES runs."""
     record_run(token)
     raise RuntimeError("poison: this task always fails")
+
+
+@task(name="chaos.flaky", max_retries=5, backoff_s=0.2, backoff_max_s=1.0)
+def flaky(token: str) -> str:
+    """Healthy work that fails its first RETRIED_FAILURES attempts (retried through the
+    delayed set), then succeeds. Each attempt records its run, then counts itself in a
+    file of its token (in that order: a kill between the two costs a run more, never
+    one less)."""
+    record_run(token)
+    attempts = Path(os.environ["CHAOS_RECORD_DIR"]) / "attempts" / token
+    attempts.parent.mkdir(exist_ok=True)
+    _append(attempts, "x")
+    attempt = len(attempts.read_text())
+    if attempt <= RETRIED_FAILURES:
+        raise RuntimeError(f"flaky: attempt {attempt} fails")
+    return token
 
 
 @task(name="chaos.crash")

@@ -2,32 +2,64 @@
 backpressure, healthy work flowing past poison, a broken control's bounded loss."""
 
 import itertools
+import re
 from collections import Counter
 
-from chaos.checker import healthy, read_runs, run_times
+from chaos.checker import extra_runs, healthy, read_runs, run_times
 from chaos.runner import Run
 from chaos.stack import CLAIM_IDLE_MS, CONSUMER_ENV
+from pipeline_core import task_state
+from pipeline_core.keys import Queue
 
 CLAIM_IDLE_S = CLAIM_IDLE_MS / 1000
 MAX_BACKLOG = 1000
+# A delayed task's ID (pipeline_core/delayed.py): <ms>-1<18 digits>, never an entry's.
+DELAYED_ID = re.compile(r"[0-9]+-1[0-9]{18}")
 
 
 def duplicates_within_what_faults_held(run: Run) -> None:
-    """A healthy entry runs again only if a fault caught its consumer holding it, and
-    at most once per such fault."""
+    """A healthy task runs again (beyond a retried task's expected attempts) only if a
+    fault caught its consumer holding it, and at most once per such fault; by task
+    ID, which a delayed or retried task keeps as its entry IDs change."""
     runs = read_runs(run.record_dir)
     extra = _extra_runs(run, runs)
     unattributed = {
-        entry_id: n
-        for entry_id, n in extra.items()
-        if n > sum(entry_id in held for held in run.held)
+        task_id: n
+        for task_id, n in extra.items()
+        if n > sum(task_id in held for held in run.held)
     }
     run.report.notes["held by faulted consumers"] = sum(len(h) for h in run.held)
     if unattributed:
-        run.problem(f"{len(unattributed)} entries ran again without a fault holding "
+        run.problem(f"{len(unattributed)} tasks ran again without a fault holding "
                     f"them, e.g. {sorted(unattributed)[:3]}")  # fmt: skip
-    if sum(n - 1 for t, n in runs.items() if healthy(t)) > sum(extra.values()):
+    if run.report.duplicates > sum(extra.values()):
         run.problem("an entry of an unknown outcome (5xx, timeout) ran twice")
+
+
+def delayed_and_retried_within_faults(run: Run) -> None:
+    """sigkill's rule by task ID, for delayed and retried tasks too; every accepted
+    task's state, read by its task ID, is `succeeded`; and the load did have delayed
+    tasks and retries (how many a kill caught held is noted)."""
+    duplicates_within_what_faults_held(run)
+    acked = run.ledger.acknowledged
+    delayed = {task_id for task_id in acked.values() if DELAYED_ID.fullmatch(task_id)}
+    retried = {task_id for token, task_id in acked.items() if token.startswith("r")}
+    if not delayed or not retried:
+        run.problem(f"{len(delayed)} delayed and {len(retried)} retried tasks accepted")
+    held = set().union(*run.held)
+    run.report.notes |= {"delayed tasks": len(delayed), "retried tasks": len(retried),
+                         "held delayed": len(held & delayed),
+                         "held retried": len(held & retried)}  # fmt: skip
+    states = {task_id: _state(run, task_id) for task_id in acked.values()}
+    unfinished = sorted(t for t, state in states.items() if state != "succeeded")
+    if unfinished:
+        examples = [(t, states[t]) for t in unfinished[:3]]
+        run.problem(f"{len(unfinished)} accepted tasks not succeeded, e.g. {examples}")
+
+
+def _state(run: Run, task_id: str) -> str:
+    found = task_state.status(run.client, Queue(), task_id)
+    return "unknown" if found is None else found.state
 
 
 def no_duplicates(run: Run) -> None:
@@ -86,9 +118,9 @@ def loss_within_acked_batches(run: Run) -> None:
 
 
 def _extra_runs(run: Run, runs: Counter[str]) -> dict[str, int]:
-    """Entry ID -> extra runs, for accepted healthy entries that ran more than once."""
+    """Task ID -> extra runs, for accepted healthy tasks that ran more than expected."""
     return {
-        entry_id: runs[token] - 1
-        for token, entry_id in run.ledger.acknowledged.items()
-        if healthy(token) and runs[token] > 1
+        task_id: extra_runs(token, runs)
+        for token, task_id in run.ledger.acknowledged.items()
+        if healthy(token) and extra_runs(token, runs) > 0
     }

@@ -6,8 +6,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 
-from chaos.checker import Report, check
+from chaos.checker import Report, check, drained
 from chaos.load import Answer, Ledger
 from chaos.runner import Scenario, run_scenario
 from chaos.scenarios import CONTROLS, SCENARIOS
@@ -86,6 +87,22 @@ def test_checker_counts_unexpected_and_duplicates() -> None:
     )
     assert (report.unexpected, report.duplicates, report.lost) == (1, 1, 0)
     assert any("w9.0" in problem for problem in report.problems)  # never accepted
+
+
+def test_checker_expects_a_retried_task_to_fail_then_run_once_more() -> None:
+    acked = {"r1.0": "1-0", "r1.1": "1-1", "r1.2": "1-2"}
+    # Two failures and the success; two runs only (no success); one run more.
+    report = checked(acked, {"r1.0": 3, "r1.1": 2, "r1.2": 4}, {})
+    assert (report.processed, report.lost, report.duplicates) == (2, 1, 1)
+    assert "r1.1" in report.problems[0]
+
+
+def test_checker_drained_waits_for_the_delayed_set(r: redis.Redis) -> None:
+    r.xgroup_create("tasks", "workers", "0", mkstream=True)
+    assert drained(r, "tasks", "workers")
+    # A retry waiting for its backoff: nothing on the stream, the work not done.
+    r.zadd("{tasks}:delayed", {"1-1000000000000000001": 1})
+    assert not drained(r, "tasks", "workers")
 
 
 @pytest.mark.timeout(120)
