@@ -23,7 +23,8 @@ REPLICA = ("--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
 
 class LocalSentinel:
     """Node 0 starts as the master, the others as its replicas; Sentinels (quorum 2)
-    watch them under MASTER_NAME, with `password` for clients and each other."""
+    watch them under MASTER_NAME, with `password` for clients and each other, and log
+    in to Redis as the user `auth` (name, password) when given."""
 
     def __init__(
         self,
@@ -32,8 +33,9 @@ class LocalSentinel:
         sentinels: int = 3,
         options: tuple[str, ...] = EPHEMERAL,
         password: str | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
-        self.data_dir, self.password = data_dir, password
+        self.data_dir, self.password, self.auth = data_dir, password, auth
         self.nodes = [
             RedisServer(data_dir / f"redis-{n}", (*options, *REPLICA))
             for n in range(1 + replicas)
@@ -133,6 +135,10 @@ class LocalSentinel:
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
         ]  # fmt: skip
+        if self.auth:
+            user, secret = self.auth
+            lines += [f"sentinel auth-user {MASTER_NAME} {user}",
+                      f"sentinel auth-pass {MASTER_NAME} {secret}"]  # fmt: skip
         if self.password:  # asked of clients, and of each other
             lines += [
                 f"requirepass {self.password}",
