@@ -67,6 +67,9 @@ class Scenario:
     drain_s: float = 60.0
     network: str = ""  # "partition" or "slow" (chaos/network.py)
     network_delay_s: float = 0.0  # one way, for "slow"
+    sentinel: bool = (
+        False  # a master, two replicas, three Sentinels (chaos/failover.py)
+    )
 
     @property
     def max_deliveries(self) -> int:
@@ -86,7 +89,9 @@ def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
         load = Load(
             stack.base_url, scenario.rate_per_s, scenario.mix, when=scenario.when
         )
-        with server.client() as client:
+        # On a Sentinel topology the checks follow the master where it goes.
+        client = stack.sentinel.client() if stack.sentinel else server.client()
+        with client:
             run = Run(stack, server, load, client, report, quick, network)
             _load_and_check(scenario, run)
     finally:
@@ -96,6 +101,9 @@ def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
 
 
 def own_redis(stack: Stack) -> RedisServer:
+    """The stack's Redis (on a Sentinel topology, the first master)."""
+    if stack.sentinel:
+        return stack.sentinel.nodes[0]
     if stack.redis is None:
         raise TypeError("chaos_stack starts a Redis of its own")
     return stack.redis

@@ -5,7 +5,7 @@ import signal
 import threading
 import time
 
-from chaos import redis_faults, verdicts
+from chaos import failover, redis_faults, verdicts
 from chaos.checker import drained
 from chaos.faults import (
     busiest,
@@ -231,4 +231,17 @@ CONTROLS = [
     # faster than 2 consumers finish it): what it held is gone.
     Scenario("control-no-aof", redis_kill, redis_options=EPHEMERAL, expect_loss=True,
              mix=steady("chaos.work", 10, 0.02), rate_per_s=400),
+]  # fmt: skip
+
+# A failover through Redis Sentinel (chaos/failover.py), with work arriving faster than
+# two consumers finish it (a backlog a failover can lose). Not in make test's quick
+# tier: tests/test_sentinel.py runs the same story once.
+BACKLOG: Mix = steady("chaos.work", 10, 0.01)
+FAILOVERS = [
+    Scenario("sentinel-failover", failover.sentinel_failover,
+             failover.no_202_lost_through_the_failover, mix=BACKLOG, rate_per_s=300,
+             sentinel=True, dispatcher_env={"MIN_REPLICAS_ACKED": "1"}),
+    Scenario("control-sentinel-no-wait", failover.sentinel_failover,
+             failover.loss_within_the_lag, mix=BACKLOG, rate_per_s=300, sentinel=True,
+             expect_loss=True),
 ]  # fmt: skip

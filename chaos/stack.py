@@ -5,6 +5,7 @@ record their runs under workdir/runs."""
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.sentinel import LocalSentinel
 from harness.stack import Stack
 
 if TYPE_CHECKING:  # the runner imports this module
@@ -32,15 +33,23 @@ def record_dir(workdir: Path) -> Path:
 def chaos_stack(
     workdir: Path, scenario: "Scenario", redis_options: tuple[str, ...] = ()
 ) -> Stack:
-    """Redis and the dispatcher; the scenario's network starts the consumers."""
+    """Redis (or a Sentinel topology) and the dispatcher; the scenario's network
+    starts the consumers."""
     record_dir(workdir).mkdir(parents=True, exist_ok=True)
     env = {**CONSUMER_ENV, "CHAOS_RECORD_DIR": str(record_dir(workdir))}
+    options = (*scenario.redis_options, *redis_options)
+    sentinel = (
+        LocalSentinel(workdir / "sentinel", options=options)
+        if scenario.sentinel
+        else None
+    )
     return Stack(
         workdir,
         consumers=0,
         consumer_env={**env, **scenario.consumer_env},
         dispatcher_env={"GROUP": GROUP, **scenario.dispatcher_env},
         consumer_module=scenario.consumer_module,
-        redis_options=(*scenario.redis_options, *redis_options),
+        redis_options=options,
         supervise=True,
+        sentinel=sentinel,
     )

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from cli import consumers, dead, delayed, dispatch, pending, status, task
 from cli.settings import CliError, Settings, environment
-from pipeline_core.connection import redacted
+from pipeline_core.connection import describe, redacted
 from pipeline_core.dead_letters import NoSuchDeadLetterError
 from pipeline_core.env import SettingsError
 
@@ -62,8 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as error:
         where = urllib.parse.urlsplit(redacted(settings.redis.url)).netloc
+        check = "REDIS_URL"
+        if settings.redis.sentinels:
+            where, check = describe(settings.redis), "REDIS_SENTINELS"
         return fail(
-            f"cannot reach Redis at {where} ({error}): is it running? check REDIS_URL"
+            f"cannot reach Redis at {where} ({error}): is it running? check {check}"
         )
     except KeyboardInterrupt:
         return 130

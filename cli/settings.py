@@ -50,8 +50,9 @@ def from_env(env: Mapping[str, str]) -> Settings:
 def environment(
     env: Mapping[str, str] = os.environ, run_env: Path = RUN_ENV
 ) -> Settings:
-    """The environment, plus what `make run` recorded when REDIS_URL is unset."""
-    if "REDIS_URL" in env or not run_env.is_file():
+    """The environment, plus what `make run` recorded when REDIS_URL (and
+    REDIS_SENTINELS) is unset."""
+    if "REDIS_URL" in env or "REDIS_SENTINELS" in env or not run_env.is_file():
         return from_env(env)
     recorded = dict(
         line.split("=", 1)

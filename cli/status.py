@@ -10,7 +10,7 @@ from rich.console import Console
 
 from cli import output
 from cli.settings import CliError, Settings, connect_cli
-from pipeline_core.connection import Client, queue_node, redacted
+from pipeline_core.connection import Client, describe, queue_node
 from pipeline_core.group_state import GroupState, read_group_state
 from pipeline_core.memory import read_memory
 from pipeline_core.schedules import read_schedules
@@ -95,7 +95,7 @@ def status(client: Client, settings: Settings) -> dict[str, Any]:
             for g in state.other_groups
         ],
         "redis_version": server["redis_version"],
-        "redis_url": redacted(settings.redis.url),
+        "redis_url": describe(settings.redis),
         "persistence": persistence,
         "warnings": warnings,
     }

@@ -15,15 +15,18 @@ from dispatcher.dispatch import RETRY_LATER, Answer, install_dispatch
 from dispatcher.errors import BusyError, InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.publisher import (
+    NOT_CONFIRMED,
     PublishInterruptedError,
     stream_ids_exhausted,
     unavailable_body,
+    unreplicated_body,
 )
 from dispatcher.ratelimit import WindowLimiter
 from dispatcher.results import install_results
 from dispatcher.settings import Settings
 from dispatcher.tasks import install_tasks
 from pipeline_core.connection import Client
+from pipeline_core.replication import NotReplicatedError
 from pipeline_core.replies import reason
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ def create_app(
     _install_auth(app, settings, metrics)
     install_dispatch(app, settings, client, metrics)
     _install_reads(app, settings, client, served or registry)
-    _install_redis_error_handlers(app, metrics)
+    _install_redis_error_handlers(app, settings, metrics)
     _install_http_error_handlers(app, metrics)
     install_console(app, settings, client)  # /ui/, when it may be on
     return app
@@ -104,7 +107,9 @@ def _install_reads(
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def _install_redis_error_handlers(app: Flask, metrics: DispatcherMetrics) -> None:
+def _install_redis_error_handlers(
+    app: Flask, settings: Settings, metrics: DispatcherMetrics
+) -> None:
     @app.errorhandler(PublishInterruptedError)
     def interrupted(error: PublishInterruptedError) -> Answer:
         log.warning("paced dispatch interrupted", exc_info=True)
@@ -112,7 +117,17 @@ def _install_redis_error_handlers(app: Flask, metrics: DispatcherMetrics) -> Non
         metrics.messages.labels("accepted").inc(written)
         metrics.messages.labels("failed").inc(g.get("message_count", 0) - written)
         body = {"error": f"{error.why}; only entry_ids were written"}
+        if settings.replicas:  # none of them was confirmed on replicas
+            body["outcome"] = NOT_CONFIRMED
         return {**body, "entry_ids": error.entry_ids}, 503, RETRY_LATER
+
+    @app.errorhandler(NotReplicatedError)
+    def not_replicated(error: NotReplicatedError) -> Answer:
+        facts = {"acked": error.acked, "wanted": error.wanted}
+        log.warning("writes not confirmed on replicas", extra=facts)
+        metrics.unreplicated.inc()
+        metrics.messages.labels("failed").inc(len(error.entry_ids))
+        return unreplicated_body(error), 503, RETRY_LATER
 
     @app.errorhandler(BusyError)
     def busy(error: BusyError) -> Answer:

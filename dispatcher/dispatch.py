@@ -1,6 +1,8 @@
 """POST /dispatch: the body read within its limits (dispatcher/body.py), checked, then
 held against the backlog, the memory budget and the cap on paced requests before
-anything is written; with an Idempotency-Key, written once per key."""
+anything is written; with an Idempotency-Key, written once per key. With
+MIN_REPLICAS_ACKED, every write path (and a replay) answers 202 only once WAIT
+confirms the entries on that many replicas, else 503 (pipeline_core/replication.py)."""
 
 import hashlib
 import logging
@@ -34,6 +36,7 @@ from pipeline_core.sending import (
     IdempotencyConflictError,
     Written,
     check_idempotency_key,
+    confirm_replay,
     idempotency_record,
     send_script,
     write_tasks,
@@ -69,8 +72,8 @@ def install_dispatch(
         g.message_count = count = len(order.payloads)
         once = Once(settings, key, order, send) if key else None
         earlier = once.earlier(client) if once else None
-        if earlier:  # a replay is answered whatever the load
-            return _replayed(earlier, settings, order, metrics)
+        if once and earlier:  # a replay is answered whatever the load
+            return _replayed(once.confirmed(client, earlier), settings, order, metrics)
         size = sum(len(payload) for payload in order.payloads)
         refusal = capacity.refusal(count, size) or _paced_refusal(
             order, paced, settings
@@ -83,8 +86,8 @@ def install_dispatch(
         finally:
             if order.delay_s > 0:
                 paced.give()
-        if written.replayed:  # a twin request with the key won the race
-            return _replayed(written, settings, order, metrics)
+        if once and written.replayed:  # a twin request with the key won the race
+            return _replayed(once.confirmed(client, written), settings, order, metrics)
         entry_ids = written.entry_ids
         capacity.add(len(entry_ids), size)
         metrics.messages.labels("accepted").inc(len(entry_ids))
@@ -186,8 +189,17 @@ class Once:
         return write_tasks(
             self.script, self.settings.queue, entries, self.settings.max_backlog,
             (self.record, self.request, self.settings.idempotency_ttl_s),
-            self.order.timing,
+            self.order.timing, self.settings.replicas,
         )  # fmt: skip
+
+    def confirmed(self, client: Client, replay: Written) -> Written:
+        """A replay, once its entries are on enough replicas (MIN_REPLICAS_ACKED): the
+        retry of a 503 must not get a 202 for entries a failover could still lose."""
+        replicas = self.settings.replicas
+        if replicas is not None:
+            ttl_s = self.settings.idempotency_ttl_s
+            confirm_replay(client, self.record, ttl_s, replicas, replay.entry_ids)
+        return replay
 
 
 def _read_order(bodies: Allowance, settings: Settings) -> DispatchRequest:
@@ -204,19 +216,23 @@ def _publish(
 ) -> Written:
     stream, task, payloads = settings.queue.stream, order.task, order.payloads
     owner = g.caller.fingerprint  # who may read these entries' results and states
+    replicas = settings.replicas
     if not order.timing.plain:  # later, or expiring: the send script (due times)
         entries = [encode_entry(task, payload, owner) for payload in payloads]
         limit = settings.max_backlog
-        return write_tasks(send, settings.queue, entries, limit, timing=order.timing)
+        return write_tasks(
+            send, settings.queue, entries, limit, timing=order.timing, replicas=replicas
+        )
     if order.delay_s > 0:
         # The whole request, from its first byte past the head, within MAX_PACING_S.
         deadline_s = g.started + settings.max_pacing_s
         return Written(
             publish_paced(
-                client, stream, task, payloads, order.delay_s, deadline_s, owner=owner
+                client, stream, task, payloads, order.delay_s, deadline_s,
+                owner=owner, replicas=replicas,
             )
-        )
-    return Written(publish(client, stream, task, payloads, owner))
+        )  # fmt: skip
+    return Written(publish(client, stream, task, payloads, owner, replicas))
 
 
 def _too_many_paced(limit: int) -> Answer:

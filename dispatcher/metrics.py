@@ -35,5 +35,12 @@ class DispatcherMetrics:
             "Requests refused for a missing or wrong bearer token (401).",
             registry=registry,
         )
+        self.unreplicated = Counter(
+            "dispatcher_unreplicated_writes",
+            "Dispatch requests answered 503 because WAIT confirmed their entries on "
+            "fewer than MIN_REPLICAS_ACKED replicas within REPLICA_ACK_TIMEOUT_MS "
+            "(written on the master: they may or may not survive a failover).",
+            registry=registry,
+        )
         for outcome in ("accepted", "refused", "throttled", "failed", "replayed"):
             self.messages.labels(outcome)

@@ -1,13 +1,24 @@
-"""Writes entries onto the stream, in the wire format of pipeline_core.wire."""
+"""Writes entries onto the stream, in the wire format of pipeline_core.wire; with
+MIN_REPLICAS_ACKED, each write is then confirmed on replicas (pipeline_core.replication)
+on the connection that made it."""
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from dispatcher.errors import DispatcherError
 from pipeline_core.connection import Client
 from pipeline_core.group_state import MAX_ID
+from pipeline_core.replication import (
+    NotReplicatedError,
+    Replicas,
+    one_connection,
+    single_node,
+    write_then_wait,
+)
 from pipeline_core.replies import REASONS
 from pipeline_core.wire import encode_entry
 
@@ -17,6 +28,10 @@ from pipeline_core.wire import encode_entry
 YIELD_EVERY = 1000
 REDIS_FAILED = "redis unavailable"
 OUT_OF_TIME = "paced dispatch ran out of time (MAX_PACING_S)"
+NOT_CONFIRMED = (
+    "the entries are on the master but not confirmed on replicas: they may or may "
+    "not survive a failover"
+)
 
 
 class PublishInterruptedError(DispatcherError):
@@ -35,14 +50,26 @@ def publish(
     task: str,
     payloads: Sequence[str],
     owner: str | None = None,
+    replicas: Replicas | None = None,
 ) -> list[str]:
-    """Append every payload in one MULTI/EXEC: the whole batch or none of it."""
-    with client.pipeline(transaction=True) as pipe:
+    """Append every payload in one MULTI/EXEC: the whole batch or none of it. With
+    `replicas`, WAIT follows EXEC on the same connection (NotReplicatedError when too
+    few replicas confirm in time)."""
+
+    def add_all(pipe: Pipeline) -> None:
         for index, payload in enumerate(payloads):
             if index % YIELD_EVERY == YIELD_EVERY - 1:
                 time.sleep(0)
             pipe.xadd(stream, encode_entry(task, payload, owner))
-        return [_entry_id(reply) for reply in pipe.execute()]
+
+    if replicas is None:
+        with client.pipeline(transaction=True) as pipe:
+            add_all(pipe)
+            return [_entry_id(reply) for reply in pipe.execute()]
+    written, acked = write_then_wait(single_node(client), add_all, replicas)
+    entry_ids = [_entry_id(reply) for reply in written]
+    replicas.check(acked, entry_ids)
+    return entry_ids
 
 
 def publish_paced(
@@ -55,22 +82,37 @@ def publish_paced(
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
     owner: str | None = None,
+    replicas: Replicas | None = None,
 ) -> list[str]:
     """Append the payloads one at a time, `delay_s` apart (the seed's pacing). After
     the first, no write starts past `deadline_s` (on `clock`): the request's end is
     bounded, however slow Redis is, by the deadline plus the one write in flight (its
-    socket timeout)."""
-    entry_ids: list[str] = []
-    for index, payload in enumerate(payloads):
-        if index:
-            if clock() + delay_s > deadline_s:
-                raise PublishInterruptedError(entry_ids, OUT_OF_TIME)
-            sleep(delay_s)
+    socket timeout). With `replicas`, every XADD and then WAIT go on one connection,
+    held for the whole request."""
+
+    def pace(target: Client) -> list[str]:
+        entry_ids: list[str] = []
+        for index, payload in enumerate(payloads):
+            if index:
+                if clock() + delay_s > deadline_s:
+                    raise PublishInterruptedError(entry_ids, OUT_OF_TIME)
+                sleep(delay_s)
+            try:
+                reply = target.xadd(stream, encode_entry(task, payload, owner))
+            except redis.RedisError as error:
+                raise PublishInterruptedError(entry_ids) from error
+            entry_ids.append(_entry_id(reply))
+        return entry_ids
+
+    if replicas is None:
+        return pace(client)
+    with one_connection(client) as held:
+        entry_ids = pace(held)
         try:
-            reply = client.xadd(stream, encode_entry(task, payload, owner))
-        except redis.RedisError as error:
+            acked = held.wait(replicas.count, replicas.timeout_ms)
+        except redis.RedisError as error:  # all written; none confirmed
             raise PublishInterruptedError(entry_ids) from error
-        entry_ids.append(_entry_id(reply))
+    replicas.check(int(acked), entry_ids)
     return entry_ids
 
 
@@ -92,6 +134,20 @@ def unavailable_body(kind: str, error: redis.RedisError) -> dict[str, str]:
         why = "another producer wrote it; an operator must repair the stream"
         return {"error": "stream cannot take entries", "reason": f"{EXHAUSTED}: {why}"}
     return {"error": "redis unavailable", "reason": REASONS[kind]}
+
+
+def unreplicated_body(error: NotReplicatedError) -> dict[str, Any]:
+    """The 503 of a write WAIT did not confirm on enough replicas in time."""
+    wanted = f"{error.acked} of {error.wanted} replicas (MIN_REPLICAS_ACKED)"
+    return {
+        "error": "not confirmed on replicas",
+        "reason": f"{wanted} confirmed the write within REPLICA_ACK_TIMEOUT_MS",
+        "outcome": NOT_CONFIRMED,
+        "retry": "safe with the same Idempotency-Key: it writes nothing again and "
+        "answers 202 once replicas confirm the entries; without a key a retry may "
+        "run the tasks twice",
+        "entry_ids": error.entry_ids,
+    }
 
 
 def stream_ids_exhausted(client: Client, stream: str) -> str | None:

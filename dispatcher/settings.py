@@ -16,6 +16,7 @@ from pipeline_core.env import (
     text,
 )
 from pipeline_core.keys import Queue, queue_from_env
+from pipeline_core.replication import Replicas
 from pipeline_core.timing import MAX_COUNTDOWN_S
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -87,6 +88,18 @@ class Settings:
     console_secret_key: str | None = None
     # The consumers' CLAIM_IDLE_MS: the console marks pending entries past it claimable.
     claim_idle_ms: int = 30_000
+    # A 202 only once WAIT confirms the request's writes on this many replicas, within
+    # the timeout (else 503: written on the master, may or may not survive a failover).
+    # 0: answered once the master has them (replication is asynchronous).
+    min_replicas_acked: int = 0
+    replica_ack_timeout_ms: int = 1000
+
+    @property
+    def replicas(self) -> Replicas | None:
+        """What a write waits for before its 202 (None: the master alone)."""
+        if not self.min_replicas_acked:
+            return None
+        return Replicas(self.min_replicas_acked, self.replica_ack_timeout_ms)
 
 
 def from_env(env: Mapping[str, str]) -> Settings:
@@ -134,10 +147,35 @@ def from_env(env: Mapping[str, str]) -> Settings:
         viewer_tokens=_tokens(env, "VIEWER_TOKENS"),
         console_secret_key=_secret_key(env),
         claim_idle_ms=number(env, "CLAIM_IDLE_MS", int, d.claim_idle_ms, 1),
+        min_replicas_acked=number(
+            env, "MIN_REPLICAS_ACKED", int, d.min_replicas_acked, 0, 100
+        ),
+        replica_ack_timeout_ms=number(
+            env, "REPLICA_ACK_TIMEOUT_MS", int, d.replica_ack_timeout_ms, 1, 60_000
+        ),
     )
     _check_access(settings)
     _check_console_tokens(settings)
+    _check_replicas(settings)
     return settings
+
+
+def _check_replicas(settings: Settings) -> None:
+    """WAIT must answer before the socket gives up on it, and a cluster's writes go
+    to several masters (this dispatcher waits on one connection)."""
+    if not settings.min_replicas_acked:
+        return
+    if settings.replica_ack_timeout_ms >= settings.socket_timeout_s * 1000:
+        raise SettingsError(
+            f"REPLICA_ACK_TIMEOUT_MS ({settings.replica_ack_timeout_ms}) must be under "
+            f"SOCKET_TIMEOUT_S ({settings.socket_timeout_s:g} s): a longer WAIT would "
+            "end as a socket timeout"
+        )
+    if settings.redis.cluster:
+        raise SettingsError(
+            "MIN_REPLICAS_ACKED cannot go with REDIS_CLUSTER=1 yet: use Redis "
+            "Sentinel (REDIS_SENTINELS) or a single master with replicas"
+        )
 
 
 def _front_door(env: Mapping[str, str]) -> FrontDoor:

@@ -9,8 +9,11 @@ import subprocess
 import threading
 from pathlib import Path
 
+import redis
+
 from harness.processes import Service, free_port, http_ok, wait_for
 from harness.redis_server import SHIPPED, RedisServer
+from harness.sentinel import LocalSentinel
 
 
 class Stack:
@@ -28,20 +31,25 @@ class Stack:
         port: int | None = None,
         log_files: bool = True,
         supervise: bool = False,
+        sentinel: LocalSentinel | None = None,
     ) -> None:
         """Starts a Redis of its own (redis_options) unless given the address of one
-        (redis_url: someone else's, never stopped here). Without log_files, output
-        goes to our stdout."""
+        (redis_url: someone else's, never stopped here) or a Sentinel topology to
+        start and stop (the services find its master through the Sentinels). Without
+        log_files, output goes to our stdout."""
         self.workdir = workdir
+        self.sentinel = sentinel
         self.redis = (
             None
-            if redis_url
+            if redis_url or sentinel
             else RedisServer(workdir / "redis", redis_options, port=redis_port)
         )
-        self.url = redis_url or (self.redis.url if self.redis else "")
+        owned = self.redis or sentinel
+        self.url = redis_url or (owned.url if owned else "")
+        redis_env = sentinel.env if sentinel else {}
         self.consumer_count = consumers
-        self.consumer_env = consumer_env or {}
-        self.dispatcher_env = dispatcher_env or {}
+        self.consumer_env = redis_env | (consumer_env or {})
+        self.dispatcher_env = redis_env | (dispatcher_env or {})
         self.consumer_module = consumer_module
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -62,11 +70,13 @@ class Stack:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.redis:
             self.redis.start()
+        if self.sentinel:
+            self.sentinel.start()
         if dispatcher:
             self.start_dispatcher()
         for number in range(1, self.consumer_count + 1):
             self.start_consumer(f"c{number}")
-        if self.redis and self.consumer_count:
+        if self.consumer_count:
             wait_for(self.consumers_connected, timeout_s=30, every_s=0.05)
         if self._supervisor:
             self._supervisor.start()
@@ -75,9 +85,10 @@ class Stack:
     def consumers_connected(self) -> bool:
         """Every live consumer has connected to our Redis (CLIENT LIST shows its
         name): past its start-up, its signal handlers are in place."""
-        if not self.redis:
+        client = self._own_client()
+        if client is None:
             return True
-        with self.redis.client() as client:
+        with client:
             names = {str(c.get("name")) for c in client.client_list()}
         return set(self.live_consumers()) <= names
 
@@ -115,9 +126,10 @@ class Stack:
     def consumers_idle(self) -> bool:
         """Every live consumer waits in a blocked XREADGROUP: none is in the middle of
         a batch (what a check must wait for before reading what the tasks did)."""
-        if not self.redis:
+        client = self._own_client()
+        if client is None:
             return True
-        with self.redis.client() as client:
+        with client:
             waiting = {
                 str(c.get("name"))
                 for c in client.client_list()
@@ -153,14 +165,24 @@ class Stack:
             service.stop(grace_s, show_log=False)
         if self.redis:
             self.redis.kill()
+        if self.sentinel:
+            self.sentinel.stop()
 
     def processes(self) -> "list[subprocess.Popen[bytes]]":
         """Every process of the stack, Redis included (to kill them all at once)."""
         services = [self.dispatcher, *self.consumers.values()]
         found = [service.process for service in services if service]
+        if self.sentinel:
+            found += self.sentinel.processes()
         return found + (
             [self.redis.process] if self.redis and self.redis.process else []
         )
+
+    def _own_client(self) -> redis.Redis | None:
+        """A client of the Redis this stack runs (the Sentinels' master), if any."""
+        if self.redis:
+            return self.redis.client()
+        return self.sentinel.client() if self.sentinel else None
 
     def _log(self, name: str) -> Path | None:
         return self.log_dir / f"{name}.log" if self.log_dir else None

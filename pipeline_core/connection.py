@@ -3,9 +3,13 @@
 Each service passes its own retry policy: the dispatcher never retries a command (a
 retried XADD whose reply was lost would write its batch twice), the consumer retries
 single commands briefly. A Redis Cluster is detected at start (`INFO cluster`) unless
-REDIS_CLUSTER says; then redis-py's cluster client routes every command by key.
+REDIS_CLUSTER says; then redis-py's cluster client routes every command by key. With
+REDIS_SENTINELS the master comes from Redis Sentinel (redis-py's `master_for`): each
+new connection asks the Sentinels where the master is, so a failover is followed
+without a restart (a connection to the old master fails, the next finds the new one).
 """
 
+import dataclasses
 import logging
 import urllib.parse
 from collections.abc import Mapping
@@ -16,8 +20,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
-from pipeline_core.env import flag, optional, secret, text
+from pipeline_core.env import SettingsError, flag, optional, secret, text
 from pipeline_core.keys import Queue, check_cluster_slots
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,9 @@ NO_RETRY = Retry(NoBackoff(), 0)
 # decoded with surrogate escapes instead of failing the whole reply: the entry can
 # then be dead-lettered, and written back byte for byte.
 ENCODING_ERRORS = "surrogateescape"
+# A Sentinel answers at once or not at all: past this, the next one is asked.
+SENTINEL_TIMEOUT_S = 2.0
+SENTINELS_RULE = "must be host:port pairs separated by commas"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +49,19 @@ class RedisSettings:
     cert_file: str | None = None
     key_file: str | None = None
     cluster: bool | None = None  # None: ask Redis at start (INFO cluster)
+    # Redis Sentinel: the master monitored as `sentinel_master`, found through these
+    # Sentinels (then REDIS_URL's host and port are not used; its scheme, credentials
+    # and database are), which may ask for a password of their own.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str | None = None
+    sentinel_password: str | None = None
 
 
 def redis_from_env(env: Mapping[str, str]) -> RedisSettings:
     """REDIS_URL, REDIS_USERNAME, REDIS_PASSWORD(_FILE), REDIS_CA_FILE,
-    REDIS_CERT_FILE, REDIS_KEY_FILE and REDIS_CLUSTER (1, 0, or unset: detect)."""
-    return RedisSettings(
+    REDIS_CERT_FILE, REDIS_KEY_FILE, REDIS_CLUSTER (1, 0, or unset: detect) and
+    REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD(_FILE)."""
+    settings = RedisSettings(
         url=text(env, "REDIS_URL", RedisSettings().url),
         username=optional(env, "REDIS_USERNAME"),
         password=secret(env, "REDIS_PASSWORD"),
@@ -54,7 +69,48 @@ def redis_from_env(env: Mapping[str, str]) -> RedisSettings:
         cert_file=optional(env, "REDIS_CERT_FILE"),
         key_file=optional(env, "REDIS_KEY_FILE"),
         cluster=flag(env, "REDIS_CLUSTER"),
+        sentinels=_sentinels(optional(env, "REDIS_SENTINELS") or ""),
+        sentinel_master=optional(env, "REDIS_SENTINEL_MASTER"),
+        sentinel_password=secret(env, "REDIS_SENTINEL_PASSWORD"),
     )
+    return _checked_sentinel(settings)
+
+
+def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port`; an IPv6 host in brackets (`[::1]:26379`)."""
+    if not raw.strip():
+        return ()
+    found = []
+    for item in raw.split(","):
+        host, _, port = item.strip().rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise SettingsError(f"REDIS_SENTINELS {SENTINELS_RULE}, got {raw!r}")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
+def _checked_sentinel(settings: RedisSettings) -> RedisSettings:
+    """Sentinel needs the master's name, never goes with a cluster, and is not a
+    cluster (so nothing asks Redis whether it is one)."""
+    if not settings.sentinels:
+        if settings.sentinel_master or settings.sentinel_password:
+            raise SettingsError(
+                "REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD need REDIS_SENTINELS"
+                " (the Sentinels to ask for the master)"
+            )
+        return settings
+    if not settings.sentinel_master:
+        raise SettingsError(
+            "REDIS_SENTINELS needs REDIS_SENTINEL_MASTER (the name the Sentinels "
+            "monitor the master under)"
+        )
+    if settings.cluster:
+        raise SettingsError(
+            "REDIS_CLUSTER=1 cannot go with REDIS_SENTINELS: a Redis Cluster fails "
+            "over by itself, Sentinel watches a single master; unset one of them"
+        )
+    return dataclasses.replace(settings, cluster=False)
 
 
 def connect(
@@ -66,9 +122,12 @@ def connect(
     connect_timeout_s: float | None = None,
     queue: Queue | None = None,
 ) -> Client:
-    """A decoding client for a single Redis or a Redis Cluster (see is_cluster). On a
-    cluster, the queue's keys must share one slot (SettingsError otherwise)."""
+    """A decoding client for a single Redis, the master Sentinel names, or a Redis
+    Cluster (see is_cluster). On a cluster, the queue's keys must share one slot
+    (SettingsError otherwise)."""
     options = _options(settings, socket_timeout_s, client_name, connect_timeout_s)
+    if settings.sentinels:
+        return _sentinel_master(settings, options, retry)
     if is_cluster(settings, options):
         if queue is not None:
             check_cluster_slots(queue)
@@ -96,6 +155,47 @@ def is_cluster(settings: RedisSettings, options: dict[str, Any]) -> bool:
             "set REDIS_CLUSTER"
         )
         return False
+
+
+def _sentinel_master(
+    settings: RedisSettings, options: dict[str, Any], retry: Retry
+) -> redis.Redis:
+    """A client of the master the Sentinels name. REDIS_URL gives the database, TLS
+    (rediss://) and its credentials (the URL's win, as with from_url); the Sentinels
+    get the same TLS settings and a password of their own."""
+    tls = settings.url.startswith("rediss://")
+    from_url = redis.connection.parse_url(settings.url)
+    master_options = options | {
+        key: from_url[key] for key in ("username", "password", "db") if key in from_url
+    }
+    sentinel_options = {
+        key: value
+        for key, value in options.items()
+        if key.startswith(("ssl_", "socket_"))
+    }
+    sentinel_options |= {
+        "password": settings.sentinel_password,
+        "ssl": tls,
+        "socket_timeout": min(options["socket_timeout"], SENTINEL_TIMEOUT_S),
+    }
+    sentinels = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_options)
+    master: redis.Redis = sentinels.master_for(
+        settings.sentinel_master,
+        retry=retry,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        ssl=tls,
+        **master_options,
+    )
+    return master
+
+
+def describe(settings: RedisSettings) -> str:
+    """Where Redis is, for logs and errors: the URL without credentials, or the
+    master's name and its Sentinels."""
+    if not settings.sentinels:
+        return redacted(settings.url)
+    addresses = ",".join(f"{host}:{port}" for host, port in settings.sentinels)
+    return f"master {settings.sentinel_master!r} via Sentinels {addresses}"
 
 
 def redacted(url: str) -> str:

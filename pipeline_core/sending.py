@@ -35,6 +35,7 @@ from pipeline_core.env import number
 from pipeline_core.group_state import read_backlog
 from pipeline_core.keys import Queue, queue_from_env
 from pipeline_core.payloads import PayloadLimits, check_payloads, limits_from_env
+from pipeline_core.replication import Replicas, write_then_wait
 from pipeline_core.task_state import TaskStatus
 from pipeline_core.timing import MAX_COUNTDOWN_S, NOW, Timing
 from pipeline_core.wire import TASK_NAME, TASK_NAME_RULE, encode_entry
@@ -204,10 +205,13 @@ def write_tasks(
     max_backlog: int,
     idempotency: tuple[str, str, int] | None = None,
     timing: Timing = NOW,
+    replicas: Replicas | None = None,
 ) -> Written:
     """Write `entries` (their stream fields) all or none, unless the backlog is full,
     now or later (`timing`); with `idempotency` = (record key, request hash, TTL in
-    s), once per key. `entry_ids` are the task IDs (a delayed task's is its own)."""
+    s), once per key. `entry_ids` are the task IDs (a delayed task's is its own).
+    With `replicas`, WAIT follows the script on its connection: NotReplicatedError
+    when too few confirm what it wrote (a replay wrote nothing: see confirm_replay)."""
     keys = [queue.stream, delayed_key(queue), delayed_tasks_key(queue)]
     keys += [delayed_seq_key(queue)] + ([idempotency[0]] if idempotency else [])
     record_ttl_ms = idempotency[2] * 1000 if idempotency else 0
@@ -218,7 +222,7 @@ def write_tasks(
         args.append(len(fields))
         for name, value in fields.items():
             args += [name, value]
-    reply = script(keys=keys, args=args)
+    reply, acked = _run(script, keys, args, replicas)
     if not isinstance(reply, list) or not reply:
         raise TypeError(f"send script answered {reply!r}")
     verdict, rest = str(reply[0]), [str(item) for item in reply[1:]]
@@ -228,7 +232,35 @@ def write_tasks(
         raise IdempotencyConflictError(
             "this idempotency key was used with another request"
         )
+    if replicas is not None and verdict == "ok":
+        replicas.check(acked, rest)
     return Written(rest, replayed=verdict == "replay")
+
+
+def _run(
+    script: Script, keys: list[str], args: list[EncodableT], replicas: Replicas | None
+) -> tuple[object, int]:
+    """The script's reply, and how many replicas confirmed it (WAIT; 0 without)."""
+    if replicas is None:
+        return script(keys=keys, args=args), 0
+    client = script.registered_client
+    [reply], acked = write_then_wait(
+        client, lambda pipe: script(keys, args, client=pipe), replicas, False
+    )
+    return reply, acked
+
+
+def confirm_replay(
+    client: Client, record: str, ttl_s: int, replicas: Replicas, entry_ids: list[str]
+) -> None:
+    """A repeat of a key's request answers 202 only once its entries are confirmed on
+    replicas: WAIT counts its own connection's writes, so the replay renews the key's
+    record (PEXPIRE: a write, on the key written with the entries) and WAITs after
+    it. NotReplicatedError when too few confirm (the retry may be retried again)."""
+    _, acked = write_then_wait(
+        client, lambda pipe: pipe.pexpire(record, ttl_s * 1000), replicas, False
+    )
+    replicas.check(acked, entry_ids)
 
 
 def _entry_id(reply: object) -> str:

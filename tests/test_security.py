@@ -30,7 +30,8 @@ from tests.factories import drained, make_worker
 pytestmark = pytest.mark.timeout(90)
 
 ACL_DIR = ROOT / "k8s" / "base" / "redis-acl"
-USERS = ("dispatcher", "consumer", "keda", "operator", "producer")
+USERS = ("dispatcher", "consumer", "keda", "operator", "producer", "replication",
+         "sentinel")  # fmt: skip
 TOKEN = "tok-" + "7" * 28
 ADMIN = "admin-only-in-this-test"
 
@@ -183,6 +184,23 @@ MATRIX = [
     ("operator", "SHUTDOWN", False),
     ("health", "PING", True),
     ("health", "GET x", False),
+    # MIN_REPLICAS_ACKED: WAIT after each write; the send script through a pipeline.
+    ("dispatcher", "WAIT 1 1000", True),
+    ("dispatcher", "SCRIPT EXISTS 0123", True),
+    ("dispatcher", "PEXPIRE {tasks}:idem:ab 1000", True),  # a replay, confirmed
+    ("consumer", "WAIT 1 1000", False),
+    # k8s/sentinel/: replicas sync, Sentinels watch and promote; nothing else.
+    ("replication", "PSYNC ? -1", True),
+    ("replication", "REPLCONF ACK 0", True),
+    ("replication", "XRANGE tasks - +", False),
+    ("replication", "XADD tasks * a 1", False),
+    ("sentinel", "SLAVEOF NO ONE", True),
+    ("sentinel", "CONFIG REWRITE", True),
+    ("sentinel", "PUBLISH __sentinel__:hello x", True),
+    ("sentinel", "CLIENT KILL TYPE normal", True),
+    ("sentinel", "XRANGE tasks - +", False),
+    ("sentinel", "CONFIG SET appendonly no", False),
+    ("sentinel", "FLUSHALL", False),
 ]
 
 
