@@ -59,9 +59,12 @@ def recovered(run: Run, held: set[str], timeout_s: float) -> float | None:
     return None
 
 
-def kill_consumers(run: Run, kills: int, every_s: float) -> None:
+def kill_consumers(
+    run: Run, kills: int, every_s: float, recovery_s: float = 15.0
+) -> None:
     """SIGKILL the busiest consumer, `kills` times; the supervisor restarts it. Notes
-    per kill: entries it held, and seconds until others had finished them."""
+    per kill: entries it held, and seconds until others had finished them (waiting
+    `recovery_s` at most)."""
     per_kill: list[tuple[int, float | None]] = []
     for _ in range(kills):
         run.wait(every_s)
@@ -69,10 +72,11 @@ def kill_consumers(run: Run, kills: int, every_s: float) -> None:
         run.stack.consumers[victim].signal(signal.SIGKILL)
         held = pending_of(run, victim)  # read after the kill: nothing can change it now
         note_held(run, held)
-        recovery = recovered(run, held, timeout_s=15)
+        recovery = recovered(run, held, timeout_s=recovery_s)
         per_kill.append((len(held), None if recovery is None else round(recovery, 2)))
         if recovery is None:
-            run.problem(f"entries held by killed {victim} were not recovered in 15 s")
+            lapse = f"{recovery_s:g} s"
+            run.problem(f"entries held by killed {victim} not recovered in {lapse}")
     run.report.recovery_s = max((r for _, r in per_kill if r is not None), default=None)
     run.report.notes["kills (held, recovery s)"] = per_kill
 
