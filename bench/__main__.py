@@ -143,7 +143,7 @@ def main() -> int:
     print(text, flush=True)
     if args.results:
         args.results.write_text(text)
-    console_size = 20_000 if args.quick else 1_000_000  # pending and dead letters
+    console_size = 5_000 if args.quick else 1_000_000  # pending and dead letters
     with tempfile.TemporaryDirectory(prefix="bench-console-") as workdir:
         print("\n".join(console.run(console_size, Path(workdir))))
     with tempfile.TemporaryDirectory(prefix="bench-frontdoor-") as workdir:

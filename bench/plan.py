@@ -30,8 +30,8 @@ class Size:
 
 FULL = Size(100_000, 1_000_000, 10.0, fairness.Work(40, 0.1, 30_000), 20_000, 3,
             delayed=100_000, due_s=10.0)  # fmt: skip
-QUICK = Size(2_000, 20_000, 1.0, fairness.Work(6, 0.05, 3_000), 500, 1,
-             delayed=5_000, due_s=3.0)  # fmt: skip
+QUICK = Size(2_000, 10_000, 1.0, fairness.Work(6, 0.05, 3_000), 500, 1,
+             delayed=2_000, due_s=1.0)  # fmt: skip
 
 
 @dataclass(frozen=True)

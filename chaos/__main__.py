@@ -12,7 +12,7 @@ from pathlib import Path
 
 from chaos.checker import Report
 from chaos.runner import Scenario, run_scenario
-from chaos.scenarios import CONTROLS, FAILOVERS, SCENARIOS
+from chaos.scenarios import CONTROLS, FAILOVERS, LONGER, SCENARIOS
 
 COLUMNS = (
     ("scenario", 18), ("acked", 6), ("processed", 9), ("dead", 5), ("lost", 5),
@@ -49,7 +49,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=[], help="scenario names to run")
     parser.add_argument("--results", type=Path, help="write the table (Markdown) here")
     args = parser.parse_args()
-    every = SCENARIOS + CONTROLS + FAILOVERS
+    every = SCENARIOS + LONGER + CONTROLS + FAILOVERS
     chosen = [s for s in every if not args.only or s.name in args.only]
     print("  ".join(f"{name:>{width}}" for name, width in COLUMNS), flush=True)
     done: list[tuple[Scenario, Report]] = []
