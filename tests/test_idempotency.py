@@ -177,3 +177,20 @@ def test_a_503_records_nothing_and_the_retry_writes(stack: Stack) -> None:
     assert found is not None
     _, body, headers = found
     assert "Idempotent-Replayed" not in headers and len(body["task_ids"]) == 2
+
+
+def test_a_delayed_dispatch_with_a_key_is_written_once(stack: Stack) -> None:
+    base = stack.base_url
+    later = {**ORDER, "countdown": 3600}
+    status, first, _ = request(base, "POST", "/dispatch", CLIENT_A, later, "d-1")
+    assert status == 202
+    status, again, headers = request(base, "POST", "/dispatch", CLIENT_A, later, "d-1")
+    assert (status, again, headers["Idempotent-Replayed"]) == (202, first, "true")
+    with client_of(stack) as r:
+        assert r.zcard("{tasks}:delayed") == 2 and not r.exists(STREAM)
+    # The timing is part of the request: another countdown is another request.
+    sooner = {**ORDER, "countdown": 60}
+    status, body, _ = request(base, "POST", "/dispatch", CLIENT_A, sooner, "d-1")
+    assert (status, body["field"]) == (422, "Idempotency-Key")
+    status, state, _ = request(base, "GET", f"/tasks/{first['task_ids'][0]}", CLIENT_A)
+    assert (status, state["state"]) == (200, "delayed")
