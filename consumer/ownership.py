@@ -102,13 +102,15 @@ class Ownership:
             yield
             self.let_go(entry_ids)
 
-    def let_go(self, entry_ids: Iterable[str]) -> None:
+    def let_go(self, entry_ids: list[str]) -> None:
         """Done with these (acked, failed, dead-lettered): no more renewals."""
         with self._lock:
+            started, lost = self._started, self._lost
             for entry_id in entry_ids:
-                self._started.pop(entry_id, None)
-                self._lost.discard(entry_id)
-            self.beacon.held(self._started)
+                started.pop(entry_id, None)
+            if lost:
+                lost.difference_update(entry_ids)
+            self.beacon.held(started)
             if not self._started:
                 self.beacon.task("", 0.0)
 

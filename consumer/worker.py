@@ -144,7 +144,7 @@ class Worker:
             with self.timer.armed():
                 self._run(messages)
         finally:
-            self.ownership.let_go(m.entry_id for m in messages)
+            self.ownership.let_go([m.entry_id for m in messages])
 
     def _run(self, messages: list[Message]) -> None:
         done: list[tuple[Message, str]] = []
