@@ -34,6 +34,17 @@ class TaskHistograms(Collector):  # prometheus_client's extension point
         counts[bisect.bisect_left(self.bounds, seconds)] += 1
         self._sums[task] += seconds
 
+    def observe_many(self, task: str, seconds_each: list[float]) -> None:
+        """Several observations of one task (an acknowledged batch's)."""
+        counts = self._counts.get(task)
+        if counts is None:
+            self.prepare([task])
+            counts = self._counts[task]
+        bounds = self.bounds
+        for seconds in seconds_each:
+            counts[bisect.bisect_left(bounds, seconds)] += 1
+        self._sums[task] += sum(seconds_each)
+
     def describe(self) -> Iterator[HistogramMetricFamily]:
         return iter(
             [HistogramMetricFamily(self.name, self.documentation, labels=["task"])]

@@ -10,7 +10,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from consumer.histograms import TaskHistograms
+from consumer.message import Message
 from pipeline_core.replies import REASONS
+from pipeline_core.wire import entry_ms
 
 PROCESSING_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                         0.5, 1, 2.5, 5, 10, 30, 60, 300)  # fmt: skip
@@ -112,5 +114,16 @@ class ConsumerMetrics:
     def processing(self, task: str, seconds: float) -> None:
         self.processing_seconds.observe(task, seconds)
 
-    def end_to_end(self, task: str, seconds: float) -> None:
-        self.end_to_end_seconds.observe(task, seconds)
+    def acked(self, messages: Iterable[Message], now_s: float) -> None:
+        """Entries just acknowledged (at Unix time now_s): counted, and their time
+        from enqueue observed, per task, a batch at a time."""
+        ages: dict[str, list[float]] = {}
+        for message in messages:
+            seconds = now_s - entry_ms(message.entry_id) / 1000
+            task_ages = ages.get(message.task)
+            if task_ages is None:
+                task_ages = ages[message.task] = []
+            task_ages.append(seconds)
+        for task, seconds_each in ages.items():
+            self.count(task, "acked", len(seconds_each))
+            self.end_to_end_seconds.observe_many(task, seconds_each)

@@ -9,7 +9,6 @@ release       handed back unstarted (on stop) for any consumer to take at once
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from consumer.settings import Settings
 from consumer.tasks import options_of
 from pipeline_core.connection import Client
 from pipeline_core.delayed import retry_script, schedule_retry
+from pipeline_core.keys import result_bucket
 from pipeline_core.replies import reason
 from pipeline_core.task_state import CANCELS, failed_record
 from pipeline_core.wire import (
@@ -74,19 +74,24 @@ def store_and_ack(
     many entries the XACK removed from the pending list (fewer: others had
     acknowledged them already)."""
     queue = settings.queue
-    fields: dict[str, dict[FieldT, EncodableT]] = {}
-    records = [(m, m.task_id, result) for m, result in done]
-    records += [(m, f"{m.task_id}:state", state) for m in unrun]
-    for message, name, value in records:
+    # Results by minute of enqueue time (the hash they go to): a batch's share one.
+    buckets: dict[int, dict[FieldT, EncodableT]] = {}
+    records = [(m, "", result) for m, result in done]
+    records += [(m, ":state", state) for m in unrun]
+    for message, suffix, value in records:
         task_id = message.task_id
-        mapping = fields.setdefault(queue.results_key(task_id), {})
-        mapping[name] = value
+        bucket = result_bucket(task_id)
+        mapping = buckets.get(bucket)
+        if mapping is None:
+            mapping = buckets[bucket] = {}
+        mapping[task_id + suffix] = value
         owner = message.fields.get(OWNER_FIELD)
         if owner:  # only its owner (and operators) may read it: dispatcher/auth.py
             mapping[owner_field(task_id)] = owner
     entry_ids = [m.entry_id for m, _ in done] + [m.entry_id for m in unrun]
     with client.pipeline(transaction=True) as pipe:
-        for key, mapping in fields.items():
+        for bucket, mapping in buckets.items():
+            key = queue.bucket_key(bucket)
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, settings.result_ttl_s)  # kept that long after the last
         if unrun and state == "cancelled":
@@ -132,11 +137,7 @@ class Outcomes:
         if late:
             self.metrics.late_acks.inc(late)
             log.warning("late acks of entries taken over", extra={"entry_ids": taken})
-        for task, acked in Counter(message.task for message, _ in done).items():
-            self.metrics.count(task, "acked", acked)
-        now = time.time()
-        for message, _ in done:
-            self.metrics.end_to_end(message.task, now - message.enqueued_s)
+        self.metrics.acked([message for message, _ in done], time.time())
         if log.isEnabledFor(logging.DEBUG):
             ids = [m.entry_id for m, _ in done]
             log.debug("messages acked", extra={"entry_ids": ids})

@@ -70,6 +70,8 @@ class Ownership:
         self._lost: set[str] = set()
         self._released: set[str] = set()
         self._renewed_s = time.monotonic()
+        # Unrenewed this long, the claims may have been taken over (renewal_overdue).
+        self._overdue_after_s = 2 * settings.heartbeat_interval_s
 
     def hold(self, entry_ids: Iterable[str]) -> None:
         """A batch just read or claimed (so its claims are fresh)."""
@@ -80,9 +82,12 @@ class Ownership:
             self.beacon.held(self._started)
         self.beacon.beat()
 
-    def start(self, entry_id: str, timeout_s: float | None = None) -> None:
-        """Its task starts; it may run `timeout_s` (default TASK_TIMEOUT_S)."""
-        now = time.monotonic()
+    def start(
+        self, entry_id: str, timeout_s: float | None = None, now: float | None = None
+    ) -> None:
+        """Its task starts (now, or at monotonic `now`); it may run `timeout_s`
+        (default TASK_TIMEOUT_S)."""
+        now = time.monotonic() if now is None else now
         timeout_s = self.settings.task_timeout_s if timeout_s is None else timeout_s
         with self._lock:
             self._started[entry_id] = now + timeout_s
@@ -97,13 +102,15 @@ class Ownership:
             yield
             self.let_go(entry_ids)
 
-    def let_go(self, entry_ids: Iterable[str]) -> None:
+    def let_go(self, entry_ids: list[str]) -> None:
         """Done with these (acked, failed, dead-lettered): no more renewals."""
         with self._lock:
+            started, lost = self._started, self._lost
             for entry_id in entry_ids:
-                self._started.pop(entry_id, None)
-                self._lost.discard(entry_id)
-            self.beacon.held(self._started)
+                started.pop(entry_id, None)
+            if lost:
+                lost.difference_update(entry_ids)
+            self.beacon.held(started)
             if not self._started:
                 self.beacon.task("", 0.0)
 
@@ -115,9 +122,13 @@ class Ownership:
         with self._lock:
             return entry_id not in self._lost
 
-    def taken_over(self, entry_ids: Iterable[str]) -> list[str]:
+    def taken_over(self, entry_ids: list[str]) -> list[str]:
         """Which of these another consumer took over (we would ack them late)."""
-        return [entry_id for entry_id in entry_ids if not self.still_ours(entry_id)]
+        self._check_after_freeze()  # once: a freeze's renewal marks every loss
+        if not self._lost:
+            return []
+        with self._lock:
+            return [entry_id for entry_id in entry_ids if entry_id in self._lost]
 
     def renew(self) -> None:
         """Renew each renewable held claim once; mark those another consumer took."""
@@ -161,8 +172,8 @@ class Ownership:
     def renewal_overdue(self) -> bool:
         """True when the claims went unrenewed for two heartbeats: the process was
         frozen or the heartbeat stalled, and another consumer may have taken some."""
-        limit_s = 2 * self.settings.heartbeat_interval_s
-        return time.monotonic() - self._renewed_s > limit_s  # a float read is atomic
+        # A float read is atomic: no lock.
+        return time.monotonic() - self._renewed_s > self._overdue_after_s
 
     def _check_after_freeze(self) -> None:
         if self.renewal_overdue():

@@ -156,7 +156,7 @@ def load_task_modules(modules: Iterable[str]) -> None:
 
 def bind_task(
     tasks: Mapping[str, Callable[..., Any]], message: Message
-) -> Callable[[], Any]:
+) -> "functools.partial[Any]":
     """The task call for a message, checked before it runs: unknown names and payloads
     that do not fit the function's parameters can never succeed."""
     function = tasks.get(message.task)

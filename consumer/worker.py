@@ -24,7 +24,7 @@ from consumer.ownership import Ownership
 from consumer.reader import Reader
 from consumer.settings import Settings
 from consumer.tasks import bind_task, options_of
-from consumer.timeouts import deadline
+from consumer.timeouts import TaskTimer
 from consumer.trimming import trim_acknowledged
 from pipeline_core.connection import Client
 from pipeline_core.replies import REASONS, reason
@@ -55,6 +55,8 @@ class Worker:
             self.ownership, settings.heartbeat_interval_s, self.stopping
         )
         self.clock = Clock(client, settings, tasks)  # delayed tasks, periodic ticks
+        self.timer = TaskTimer()  # each task's hard timeout
+        self._timeouts: dict[Callable[..., Any], float] = {}
         # When the loop last moved on (monotonic): read by the liveness probe.
         self.progress_s = time.monotonic()
         self._next_trim_s = 0.0
@@ -138,29 +140,34 @@ class Worker:
         """Run the batch in order; ack finished entries together, at least every
         ack_interval_ms. On stop, unstarted entries are released to other consumers."""
         self.ownership.hold(m.entry_id for m in messages)
-        done: list[tuple[Message, str]] = []
-        flushed_s = time.monotonic()
         try:
-            for index, message in enumerate(messages):
-                self.progress_s = time.monotonic()
-                if self.stopping.is_set():
-                    self.outcomes.release(messages[index:])
-                    log.info("entries released", extra={"count": len(messages) - index})
-                    break
-                if not self.ownership.still_ours(message.entry_id):
-                    continue  # another consumer took it over while we were frozen
-                if message.expired(time.time()):
-                    self.outcomes.unrun([message], "expired")
-                    continue
-                result = self.handle(message)
-                if result is not None:
-                    done.append((message, result))
-                if time.monotonic() - flushed_s >= self.settings.ack_interval_ms / 1000:
-                    self.outcomes.ack(done)
-                    done, flushed_s = [], time.monotonic()
-            self.outcomes.ack(done)
+            with self.timer.armed():
+                self._run(messages)
         finally:
-            self.ownership.let_go(m.entry_id for m in messages)
+            self.ownership.let_go([m.entry_id for m in messages])
+
+    def _run(self, messages: list[Message]) -> None:
+        done: list[tuple[Message, str]] = []
+        ack_every_s = self.settings.ack_interval_ms / 1000
+        flushed_s = time.monotonic()
+        for index, message in enumerate(messages):
+            self.progress_s = time.monotonic()
+            if self.stopping.is_set():
+                self.outcomes.release(messages[index:])
+                log.info("entries released", extra={"count": len(messages) - index})
+                break
+            if not self.ownership.still_ours(message.entry_id):
+                continue  # another consumer took it over while we were frozen
+            if message.expired(time.time()):
+                self.outcomes.unrun([message], "expired")
+                continue
+            result = self.handle(message)
+            if result is not None:
+                done.append((message, result))
+            if time.monotonic() - flushed_s >= ack_every_s:
+                self.outcomes.ack(done)
+                done, flushed_s = [], time.monotonic()
+        self.outcomes.ack(done)
 
     def handle(self, message: Message) -> str | None:
         """Run one entry's task; returns its JSON result, or None if it did not
@@ -170,19 +177,22 @@ class Worker:
         except InvalidMessageError as error:
             self.outcomes.dead_letter(message, str(error))
             return None
-        timeout_s = options_of(self.tasks[message.task]).timeout(self.settings)
-        self.ownership.start(message.entry_id, timeout_s)
-        started = time.perf_counter()
+        timeout_s = self._timeout_s(call.func)
+        started = time.monotonic()
+        self.ownership.start(message.entry_id, timeout_s, started)
         try:
-            with deadline(timeout_s):
+            self.timer.start(timeout_s, started)
+            try:
                 value = call()
+            finally:
+                self.timer.stop()
         # The task's own failure, whatever it is: the codebase's one catch-all.
         except Exception as error:
             self._never_in_a_fork()
             self.outcomes.failed(message, error)
             return None
         finally:
-            self.metrics.processing(message.task, time.perf_counter() - started)
+            self.metrics.processing(message.task, time.monotonic() - started)
         self._never_in_a_fork()
         try:
             return encode_result(value, self.settings.result_max_bytes)
@@ -195,6 +205,14 @@ class Worker:
         if now >= self._next_trim_s:
             self._next_trim_s = now + self.settings.trim_interval_ms / 1000
             trim_acknowledged(self.client, self.settings.queue.stream)
+
+    def _timeout_s(self, function: Callable[..., Any]) -> float:
+        """A task's timeout: its own or TASK_TIMEOUT_S (looked up once a function)."""
+        timeout_s = self._timeouts.get(function)
+        if timeout_s is None:
+            timeout_s = options_of(function).timeout(self.settings)
+            self._timeouts[function] = timeout_s
+        return timeout_s
 
     def _never_in_a_fork(self) -> None:
         """A task that forked: its child came back here, into a copy of this worker

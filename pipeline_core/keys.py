@@ -26,6 +26,11 @@ from pipeline_core.wire import entry_ms
 RESULT_BUCKET_MS = 60_000
 
 
+def result_bucket(entry_id: str) -> int:
+    """The minute of enqueue time whose hash holds the entry's result."""
+    return entry_ms(entry_id) // RESULT_BUCKET_MS
+
+
 def has_hash_tag(key: str) -> bool:
     """Whether Redis Cluster hashes only part of the key (a non-empty `{...}`)."""
     start = key.find("{")
@@ -61,7 +66,11 @@ class Queue:
 
     def results_key(self, entry_id: str) -> str:
         """The hash holding the result of `entry_id` (its minute of enqueue time)."""
-        return self.key(f"results:{entry_ms(entry_id) // RESULT_BUCKET_MS}")
+        return self.bucket_key(result_bucket(entry_id))
+
+    def bucket_key(self, bucket: int) -> str:
+        """The results hash of one minute of enqueue time (result_bucket)."""
+        return self.key(f"results:{bucket}")
 
     @property
     def results_pattern(self) -> str:
