@@ -5,7 +5,7 @@ import signal
 import threading
 import time
 
-from chaos import failover, redis_faults, verdicts
+from chaos import dispatcher_partition, failover, redis_faults, verdicts
 from chaos.checker import drained
 from chaos.faults import (
     busiest,
@@ -17,7 +17,7 @@ from chaos.faults import (
     pending_of,
     recovered,
 )
-from chaos.load import Mix, steady
+from chaos.load import Mix, Retries, steady
 from chaos.runner import Run, Scenario
 from chaos.stack import GROUP, STREAM
 from harness.processes import wait_for
@@ -212,6 +212,10 @@ SCENARIOS = [
              mix=steady("chaos.gil", 1, CLAIM_IDLE_S * 2.5), drain_s=90),
     Scenario("partition", redis_faults.partition, redis_faults.rejoined_without_restart,
              consumers=1, network="partition"),
+    # Clients with an Idempotency-Key each, retrying with it (2 s timeout).
+    Scenario("dispatcher-partition", dispatcher_partition.dispatcher_partition,
+             dispatcher_partition.each_message_once, network="dispatcher-partition",
+             retries=Retries(timeout_s=2.0, until_s=30.0, pause_s=0.25)),
     Scenario("slow-network", burst, redis_faults.no_spurious_takeovers,
              network="slow", network_delay_s=0.075, rate_per_s=30, drain_s=90),
     Scenario("redis-full", redis_faults.redis_full, redis_faults.memory_refusals_named),
