@@ -215,7 +215,9 @@ SCENARIOS = [
     # Clients with an Idempotency-Key each, retrying with it (2 s timeout).
     Scenario("dispatcher-partition", dispatcher_partition.dispatcher_partition,
              dispatcher_partition.each_message_once, network="dispatcher-partition",
-             retries=Retries(timeout_s=2.0, until_s=30.0, pause_s=0.25)),
+             retries=Retries(timeout_s=2.0, until_s=30.0, pause_s=0.25),
+             dispatcher_env={"SOCKET_TIMEOUT_S":
+                             str(dispatcher_partition.SOCKET_TIMEOUT_S)}),
     Scenario("slow-network", burst, redis_faults.no_spurious_takeovers,
              network="slow", network_delay_s=0.075, rate_per_s=30, drain_s=90),
     Scenario("redis-full", redis_faults.redis_full, redis_faults.memory_refusals_named),
