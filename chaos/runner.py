@@ -10,7 +10,7 @@ from pathlib import Path
 import redis
 
 from chaos.checker import Report, check, drained, read_dead_letters, read_runs
-from chaos.load import Ledger, Load, Mix, When, right_away, steady
+from chaos.load import ONCE, Ledger, Load, Mix, Retries, When, right_away, steady
 from chaos.network import Network
 from chaos.sampler import Sampler
 from chaos.stack import CONSUMER_ENV, DEAD, GROUP, STREAM, chaos_stack, record_dir
@@ -65,11 +65,13 @@ class Scenario:
     redis_options: tuple[str, ...] = SHIPPED  # what make run and k8s/ ship
     expect_loss: bool = False  # a broken control: the checker must find loss
     drain_s: float = 60.0
-    network: str = ""  # "partition" or "slow" (chaos/network.py)
+    # "partition", "dispatcher-partition" or "slow" (chaos/network.py)
+    network: str = ""
     network_delay_s: float = 0.0  # one way, for "slow"
     sentinel: bool = (
         False  # a master, two replicas, three Sentinels (chaos/failover.py)
     )
+    retries: Retries = ONCE  # how the load's clients retry (chaos/load.py)
 
     @property
     def max_deliveries(self) -> int:
@@ -82,13 +84,14 @@ def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
     report = Report(scenario.name)
     try:
         network.create()
-        stack.start()
+        stack.start(dispatcher=False)
+        network.start_dispatcher(stack)
         network.start_consumers(stack, scenario.consumers)
         wait_for(stack.consumers_connected, timeout_s=30, every_s=0.05)
         server = own_redis(stack)
-        load = Load(
-            stack.base_url, scenario.rate_per_s, scenario.mix, when=scenario.when
-        )
+        load = Load(stack.base_url, scenario.rate_per_s, scenario.mix,
+                    when=scenario.when, retries=scenario.retries,
+                    headers=network.load_headers())  # fmt: skip
         # On a Sentinel topology the checks follow the master where it goes.
         client = stack.sentinel.client() if stack.sentinel else server.client()
         with client:

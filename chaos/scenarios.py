@@ -5,7 +5,7 @@ import signal
 import threading
 import time
 
-from chaos import failover, redis_faults, verdicts
+from chaos import dispatcher_partition, failover, redis_faults, verdicts
 from chaos.checker import drained
 from chaos.faults import (
     busiest,
@@ -17,7 +17,7 @@ from chaos.faults import (
     pending_of,
     recovered,
 )
-from chaos.load import Mix, steady
+from chaos.load import Mix, Retries, steady
 from chaos.runner import Run, Scenario
 from chaos.stack import GROUP, STREAM
 from harness.processes import wait_for
@@ -207,6 +207,12 @@ SCENARIOS = [
              dispatcher_env={"MAX_BACKLOG": str(verdicts.MAX_BACKLOG)}),
     Scenario("partition", redis_faults.partition, redis_faults.rejoined_without_restart,
              consumers=1, network="partition"),
+    # Clients with an Idempotency-Key each, retrying with it (2 s timeout).
+    Scenario("dispatcher-partition", dispatcher_partition.dispatcher_partition,
+             dispatcher_partition.each_message_once, network="dispatcher-partition",
+             retries=Retries(timeout_s=2.0, until_s=30.0, pause_s=0.25),
+             dispatcher_env={"SOCKET_TIMEOUT_S":
+                             str(dispatcher_partition.SOCKET_TIMEOUT_S)}),
     Scenario("redis-full", redis_faults.redis_full, redis_faults.memory_refusals_named),
     Scenario("redis-misconf", redis_faults.failed_persistence,
              redis_faults.misconf_refusals_named,

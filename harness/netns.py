@@ -1,7 +1,8 @@
 """A network namespace joined to this host by a veth pair: a second "machine" for the
 partition scenarios. A process run through `prefix()` sees only the link; Redis must
 listen on `host_ip` to be reached from it. `cut()` takes the link down (packets are
-dropped, connections hang as in a real partition); `heal()` brings it back."""
+dropped, connections hang as in a real partition); `heal()` brings it back.
+`drop_replies(port)` cuts one way only: what a server on the host's side sends back."""
 
 import os
 import shutil
@@ -13,6 +14,13 @@ def ip_command() -> str:
     found = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin")
     if not found:
         raise FileNotFoundError("`ip` (iproute2) is not installed")
+    return found
+
+
+def iptables_command() -> str:
+    found = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+    if not found:
+        raise FileNotFoundError("`iptables` is not installed")
     return found
 
 
@@ -57,6 +65,20 @@ class Namespace:
 
     def heal(self) -> None:
         ip("link", "set", self.host_link, "up")
+
+    def drop_replies(self, port: int) -> None:
+        """Drop, on the namespace's side, what the host's `port` sends: requests to a
+        server there still arrive, its answers never come back (until pass_replies)."""
+        self._replies("-A", port)
+
+    def pass_replies(self, port: int) -> None:
+        self._replies("-D", port)
+
+    def _replies(self, action: str, port: int) -> None:
+        rule = ("INPUT", "-p", "tcp", "-s", self.host_ip, "--sport", str(port))
+        prefix = (*self.prefix(), iptables_command())
+        subprocess.run([*prefix, action, *rule, "-j", "DROP"],
+                       check=True, capture_output=True, timeout=10)  # fmt: skip
 
     def delete(self) -> None:
         ip_path = ip_command()

@@ -92,11 +92,23 @@ class Stack:
             names = {str(c.get("name")) for c in client.client_list()}
         return set(self.live_consumers()) <= names
 
-    def start_dispatcher(self, timeout_s: float = 30) -> Service:
-        env = {"REDIS_URL": self.url, "PORT": str(self.port), "HOST": "127.0.0.1"}
-        env["DISPATCH_ALLOW_ANONYMOUS"] = "1"  # loopback only
-        env |= self.dispatcher_env
-        self.dispatcher = Service("dispatcher", env, self._log("dispatcher"))
+    def start_dispatcher(
+        self,
+        timeout_s: float = 30,
+        prefix: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        **env: str,
+    ) -> Service:
+        """The dispatcher on `host`, open to anyone on loopback; elsewhere (a network
+        namespace's address, its command wrapped in `prefix`) `env` must give it
+        DISPATCH_TOKENS. `env` adds to (or overrides) the stack's settings."""
+        settings = {"REDIS_URL": self.url, "PORT": str(self.port), "HOST": host}
+        if host == "127.0.0.1":
+            settings["DISPATCH_ALLOW_ANONYMOUS"] = "1"  # loopback only
+        settings |= self.dispatcher_env | env
+        self.base_url = f"http://{host}:{self.port}"
+        log = self._log("dispatcher")
+        self.dispatcher = Service("dispatcher", settings, log, prefix)
         wait_for(lambda: http_ok(f"{self.base_url}/healthz"), timeout_s=timeout_s)
         return self.dispatcher
 
