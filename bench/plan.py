@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from bench import delayed, drain, fairness, measure, raw
+from bench import delayed, drain, fairness, keeper, measure, raw
 from bench.table import Row, Target
 from harness.processes import Service
 from pipeline_core.connection import RedisSettings
@@ -80,7 +80,10 @@ def drains(lab: Lab) -> dict[str, float]:
     for workers in (1, 2):
         raw_s = raw.drain_seconds(lab.url, lab.client, n, workers, lab.logs("raw"))
         figures[f"raw drain {workers}"] = n / raw_s
-        figures[f"drain {workers}"] = n / pipeline_drain(lab, workers, n).seconds
+        seconds = pipeline_drain(lab, workers, n).seconds
+        figures[f"drain {workers}"] = n / seconds
+        figures[f"task us {workers}"] = seconds * workers / n * 1e6  # per consumer
+    figures["keeper us"] = keeper.beacon_seconds_per_task(n) * 1e6
     return figures
 
 
@@ -205,6 +208,9 @@ def _issue_rows(size: Size) -> list[Row]:
             unit=" MiB", scale=2**20, targets=(Target("value", 60, True),)),
         Row("Redis memory per queued entry (no-op payload)", "bytes per entry",
             unit=" B"),
+        Row("Keeper: the worker's writes for it per task (what keeps a GIL-bound "
+            "task's claims)", "keeper us", "task us 2",
+            "a no-op task's whole time in the drain by 2", " µs", digits=2),
     ]  # fmt: skip
 
 
