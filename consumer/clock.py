@@ -8,11 +8,12 @@ make each move and each tick happen once, whoever runs them.
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from types import TracebackType
+from contextlib import AbstractContextManager
 from typing import Any
 
 import redis
 
+from consumer.background import background
 from consumer.settings import Settings
 from consumer.tasks import options_of
 from pipeline_core import delayed, schedules
@@ -38,20 +39,10 @@ class Clock:
         self._promote = delayed.promote_script(client)
         self._tick = schedules.tick_script(client)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="clock", daemon=True)
 
-    def __enter__(self) -> "Clock":
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
+    def running(self) -> AbstractContextManager[None]:
+        """The thread runs for the duration of the block."""
+        return background(self._run, "clock", self._stop)
 
     def _run(self) -> None:
         failing = False

@@ -8,10 +8,11 @@ process, so a killed or frozen consumer's entries still lapse and get reclaimed.
 import logging
 import threading
 from collections.abc import Callable
-from types import TracebackType
+from contextlib import AbstractContextManager
 
 import redis
 
+from consumer.background import background
 from consumer.ownership import Ownership
 
 log = logging.getLogger(__name__)
@@ -25,20 +26,10 @@ class Heartbeat:
         self.interval_s = interval_s
         self.stopping = stopping  # SIGTERM: the worker is asked to stop
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
+    def running(self) -> AbstractContextManager[None]:
+        """The thread runs for the duration of the block."""
+        return background(self._run, "heartbeat", self._stop)
 
     def _run(self) -> None:
         released = False

@@ -88,7 +88,7 @@ class Worker:
         reply: OOM, MISCONF, READONLY, LOADING, NOGROUP, ...) is waited out with
         jittered backoff, said once, and recovered from without a restart."""
         failures, group = 0, "unknown"
-        with self.heartbeat, self.clock:
+        with self.heartbeat.running(), self.clock.running():
             while not self.stopping.is_set():
                 self.progress_s = time.monotonic()
                 try:
