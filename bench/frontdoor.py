@@ -92,12 +92,16 @@ def fresh_worker(master: psutil.Process, port: int) -> psutil.Process:
 
 
 def memory_lines(
-    port: int, master: psutil.Process, limits: tuple[int, int, int]
+    port: int, master: psutil.Process, limits: tuple[int, int, int], quick: bool
 ) -> list[str]:
+    """Each shape's peak on a fresh worker (quick: one worker for all, a smoke run:
+    a shape's figure may then hold an earlier one's high-water mark)."""
     lines = []
     bodies = shapes(limits)
-    for name, body in bodies:
-        worker = fresh_worker(master, port)
+    worker = fresh_worker(master, port)
+    for number, (name, body) in enumerate(bodies):
+        if number and not quick:
+            worker = fresh_worker(master, port)
         statuses, figure = peak(port, worker, [body])
         lines.append(f"{name} ({len(body) / MiB:.1f} MiB): {statuses[0]}, {figure}")
     largest = bodies[-1][1]
@@ -172,7 +176,7 @@ def run(quick: bool, workdir: Path) -> list[str]:
     try:
         wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout_s=30)
         master = psutil.Process(dispatcher.pid)
-        lines = memory_lines(port, master, limits)
+        lines = memory_lines(port, master, limits, quick)
         lines += crowd_lines(port, fresh_worker(master, port), quick)
         master_mib = master.memory_info().rss / MiB
         lines.append(
