@@ -2,6 +2,7 @@
 can check the manifests without a cluster or kubectl."""
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,21 @@ def container(docs: list[Doc], kind: str, name: str) -> Doc:
 
 def dashboard_json() -> Any:
     return json.loads((ROOT / "grafana" / "dashboards" / "pipeline.json").read_text())
+
+
+def checkov_summary(docs: list[Doc], workdir: Path) -> tuple[dict[str, Any], str]:
+    """checkov's summary of `docs` (with k8s/.checkov.yaml's justified skips), and its
+    output's tail to show on a failure."""
+    checkov = ROOT / ".venv-tools" / "bin" / "checkov"
+    if not checkov.exists():
+        raise FileNotFoundError("checkov is missing: run `make setup` (.venv-tools)")
+    rendered = workdir / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(docs))
+    done = subprocess.run(
+        [str(checkov), "-f", str(rendered), "--config-file", str(K8S / ".checkov.yaml"),
+         "--output", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    report: Any = json.loads(done.stdout)
+    summary = report["summary"] if isinstance(report, dict) else report[0]["summary"]
+    return summary, done.stdout[-3000:]

@@ -25,6 +25,7 @@ from tests.conftest import require_tool
 from tests.k8s_manifests import (
     K8S,
     Doc,
+    checkov_summary,
     container,
     dashboard_json,
     find,
@@ -317,19 +318,8 @@ def test_no_secret_is_committed_and_no_config_map_holds_one() -> None:
 
 
 def test_checkov_finds_nothing_beyond_the_justified_skips(tmp_path: Path) -> None:
-    checkov = ROOT / ".venv-tools" / "bin" / "checkov"
-    if not checkov.exists():
-        pytest.fail("checkov is missing: run `make setup` (it builds .venv-tools)")
-    rendered = tmp_path / "rendered.yaml"
-    rendered.write_text(yaml.safe_dump_all(DOCS))
-    done = subprocess.run(
-        [str(checkov), "-f", str(rendered), "--config-file", str(K8S / ".checkov.yaml"),
-         "--output", "json"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    report: Any = json.loads(done.stdout)
-    summary = report["summary"] if isinstance(report, dict) else report[0]["summary"]
-    assert summary["failed"] == 0, done.stdout[-3000:]
+    summary, output = checkov_summary(DOCS, tmp_path)
+    assert summary["failed"] == 0, output
     assert summary["passed"] > 100
 
 

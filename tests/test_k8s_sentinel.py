@@ -4,7 +4,6 @@ services' and KEDA's settings against the Sentinels it runs, the restricted prof
 checkov); its start-up scripts run against stand-in commands, and its ACL users for
 replication and Sentinel carry a real forced failover."""
 
-import json
 import os
 import re
 import subprocess
@@ -22,7 +21,7 @@ from harness.redis_server import EPHEMERAL
 from harness.sentinel import LocalSentinel
 from tests import test_k8s
 from tests.conftest import eventually, require_redis_server, require_tool
-from tests.k8s_manifests import K8S, Doc, find
+from tests.k8s_manifests import K8S, Doc, checkov_summary, find
 from tests.test_security import render_acl
 
 COMPONENT = K8S / "sentinel"
@@ -192,19 +191,8 @@ def test_the_sentinels_and_the_replicas_reach_what_they_need(
 def test_checkov_finds_nothing_in_the_component_beyond_the_justified_skips(
     rendered: list[Doc], tmp_path: Path
 ) -> None:
-    checkov = K8S.parent / ".venv-tools" / "bin" / "checkov"
-    if not checkov.exists():
-        pytest.fail("checkov is missing: run `make setup` (it builds .venv-tools)")
-    path = tmp_path / "rendered.yaml"
-    path.write_text(yaml.safe_dump_all(rendered))
-    done = subprocess.run(
-        [str(checkov), "-f", str(path), "--config-file", str(K8S / ".checkov.yaml"),
-         "--output", "json"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    report: Any = json.loads(done.stdout)
-    summary = report["summary"] if isinstance(report, dict) else report[0]["summary"]
-    assert summary["failed"] == 0, done.stdout[-3000:]
+    summary, output = checkov_summary(rendered, tmp_path)
+    assert summary["failed"] == 0, output
 
 
 def script(name: str) -> str:
