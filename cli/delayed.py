@@ -9,7 +9,7 @@ from rich.console import Console
 from cli import output
 from cli.settings import Settings, connect_cli
 from pipeline_core import delayed
-from pipeline_core.connection import queue_node
+from pipeline_core.connection import redis_now_ms
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -25,8 +25,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     client = connect_cli(settings)
-    seconds, micros = queue_node(client, settings.queue).time()  # Redis's clock
-    now_ms = seconds * 1000 + micros // 1000
+    now_ms = redis_now_ms(client, settings.queue)  # Redis's clock
     rows = [
         _row(waiting, now_ms)
         for waiting in delayed.waiting(client, settings.queue, max(args.count, 1))

@@ -17,7 +17,7 @@ from consumer.background import background
 from consumer.settings import Settings
 from consumer.tasks import options_of
 from pipeline_core import delayed, schedules
-from pipeline_core.connection import Client, queue_node
+from pipeline_core.connection import Client, redis_now_ms
 from pipeline_core.wire import encode_entry
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,7 @@ class Clock:
         """Enqueue each periodic task's tick that is due, once across consumers."""
         q = self.settings.queue
         names = sorted(self.periodic)
-        # TIME names no key: on a cluster it goes to the queue's node.
-        seconds, micros = queue_node(self.client, q).time()
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = redis_now_ms(self.client, q)
         for name, current in zip(
             names, schedules.next_ticks(self.client, q, names), strict=True
         ):

@@ -217,6 +217,13 @@ def queue_node(client: Client, queue: Queue) -> redis.Redis:
     return connection
 
 
+def redis_now_ms(client: Client, queue: Queue) -> int:
+    """Redis's clock (TIME on the queue's node: TIME names no key, so a cluster
+    pipeline refuses it), in Unix milliseconds: what due times are measured by."""
+    seconds, micros = queue_node(client, queue).time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def answers(settings: RedisSettings) -> bool:
     """Whether the node at REDIS_URL answers PING now (2 s at most). A refused
     password is not an outage: it raises."""

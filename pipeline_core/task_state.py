@@ -166,22 +166,21 @@ CANCEL = (
 local f = facts(ARGV[1], ARGV[2])
 if not f then return nil end
 local id = ARGV[2]
-if f.state == 'delayed' or f.state == 'retrying' then
+-- A note of the cancel in `key` (task ID -> when), kept ARGV[3] ms.
+local function note(key)
   local now = redis.call('TIME')
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZADD', key, now_ms, id)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms - tonumber(ARGV[3]))
+  redis.call('PEXPIRE', key, ARGV[3])
+  f.state = 'cancelled'; f.cancelled = '1'
+end
+if f.state == 'delayed' or f.state == 'retrying' then
   redis.call('ZREM', KEYS[5], id)
   redis.call('HDEL', KEYS[6], id)
-  redis.call('ZADD', KEYS[7], now_ms, id)
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now_ms - tonumber(ARGV[3]))
-  redis.call('PEXPIRE', KEYS[7], ARGV[3])
-  f.state = 'cancelled'; f.cancelled = '1'
+  note(KEYS[7])
 elseif f.state == 'queued' then
-  local now = redis.call('TIME')
-  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  redis.call('ZADD', KEYS[4], now_ms, id)
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms - tonumber(ARGV[3]))
-  redis.call('PEXPIRE', KEYS[4], ARGV[3])
-  f.state = 'cancelled'; f.cancelled = '1'
+  note(KEYS[4])
 end
 return flat(f)
 """

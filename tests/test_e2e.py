@@ -14,19 +14,19 @@ import redis
 from harness.processes import Service, free_port, http_ok
 from harness.redis_server import RedisServer
 from tests.conftest import eventually
-from tests.factories import DEAD, STREAM, call, dead_letters, drained, pending
+from tests.factories import (
+    DEAD,
+    FAST_CONSUMER,
+    STREAM,
+    call,
+    dead_letters,
+    drained,
+    pending,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
-FAST = {
-    "CLAIM_IDLE_MS": "500",
-    "CLAIM_INTERVAL_MS": "50",
-    "BLOCK_MS": "100",
-    "MAX_DELIVERIES": "3",
-    "METRICS_PORT": "0",
-    "TASK_MODULES": "tests.e2e_tasks",
-    "TRIM_INTERVAL_MS": "100",
-}
+FAST = {**FAST_CONSUMER, "MAX_DELIVERIES": "3", "TASK_MODULES": "tests.e2e_tasks"}
 
 StartConsumer = Callable[..., Service]
 

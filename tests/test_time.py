@@ -16,18 +16,11 @@ from harness.processes import Service
 from pipeline_core.sending import Sender, SenderSettings, TaskRef
 from pipeline_core.timing import make_timing
 from tests.conftest import eventually
-from tests.factories import GROUP, STREAM, dead_letters, drained, pending
+from tests.factories import FAST_CONSUMER, GROUP, STREAM, dead_letters, drained, pending
 
 pytestmark = pytest.mark.timeout(120)
 
-FAST = {
-    "CLAIM_IDLE_MS": "500",
-    "CLAIM_INTERVAL_MS": "50",
-    "BLOCK_MS": "100",
-    "METRICS_PORT": "0",
-    "TASK_MODULES": "tests.time_tasks",
-    "TRIM_INTERVAL_MS": "100",
-}
+FAST = {**FAST_CONSUMER, "TASK_MODULES": "tests.time_tasks"}
 # What a loaded 2-core machine may add to a promise of "within a second".
 MARGIN_S = 2.0
 

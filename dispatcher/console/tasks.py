@@ -14,7 +14,7 @@ from werkzeug.wrappers.response import Response as BaseResponse
 from dispatcher.console.views import render
 from dispatcher.settings import Settings
 from pipeline_core import delayed, task_state
-from pipeline_core.connection import Client, queue_node
+from pipeline_core.connection import Client, redis_now_ms
 from pipeline_core.group_state import read_group_state
 from pipeline_core.keys import Queue
 from pipeline_core.schedules import read_schedules
@@ -86,8 +86,7 @@ def _install_delayed(console: Blueprint, settings: Settings, client: Client) -> 
     @console.get("/delayed")
     def delayed_page() -> str:
         state = read_group_state(client, queue)
-        seconds, micros = queue_node(client, queue).time()
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = redis_now_ms(client, queue)
         waiting = delayed.waiting(client, queue, WAITING_SHOWN)
         return render(
             "delayed", active="delayed", state=state, now_ms=now_ms,
