@@ -76,6 +76,25 @@ def test_collector_exports_gauges_and_its_own_success(r: redis.Redis) -> None:
     assert "pipeline_group_lag 1.0" in text
 
 
+def test_collector_counts_delayed_tasks_and_how_overdue_the_first_is(
+    r: redis.Redis,
+) -> None:
+    registry = CollectorRegistry()
+    registry.register(StreamStateCollector(r, QUEUE))
+    now_ms = int(time.time() * 1000)
+    # Two waiting to be due: one 30 s overdue (no consumer promoted it), one later.
+    r.zadd("{tasks}:delayed", {"1-1000000000000000001": now_ms - 30_000,
+                               "1-1000000000000000002": now_ms + 60_000})  # fmt: skip
+    samples = {
+        s.name: s.value
+        for metric in registry.collect()
+        for s in metric.samples
+        if s.name.startswith("pipeline_delayed")
+    }
+    assert samples["pipeline_delayed_tasks"] == 2
+    assert 29 < samples["pipeline_delayed_oldest_overdue_seconds"] < 40
+
+
 def test_collector_never_fails_the_scrape_when_redis_is_down() -> None:
     nowhere = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0")
     down = connect_dispatcher(Settings(redis=nowhere), timeout_s=0.2)
