@@ -63,6 +63,11 @@ def status(data: dict[str, Any], console: Console) -> None:
     table("Pipeline", ("", ""), facts, console)
     rows = [(c["name"], c["pending"], duration(c["idle_s"])) for c in data["consumers"]]
     table("Consumers", ("consumer", "pending", "idle"), rows, console)
+    if "partitions" in data:  # PARTITIONS > 1: the figures above are totals
+        names = ("partition", "stream", "slot", "length", "lag", "pending",
+                 "dead_letters", "delayed")  # fmt: skip
+        parts = [[p[name] for name in names] for p in data["partitions"]]
+        table("Partitions", names, parts, console)
     if data["schedules"]:
         rows = [(s["task"], s["last_tick"], s["next_tick"]) for s in data["schedules"]]
         table("Periodic tasks", ("task", "last tick", "next tick"), rows, console)

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from rich.console import Console
 
-from cli import output
+from cli import output, partitioned
 from cli.settings import CliError, Settings, connect_cli
 from pipeline_core.connection import Client, describe, queue_node
 from pipeline_core.group_state import GroupState, read_group_state
@@ -63,6 +63,14 @@ def require_group(state: GroupState, settings: Settings) -> None:
 
 
 def status(client: Client, settings: Settings) -> dict[str, Any]:
+    """The queue's state; with PARTITIONS > 1 the totals and each partition's."""
+    if settings.queue.partitions == 1:
+        return _status(client, settings)
+    each = [_status(client, part) for part in partitioned.settings_of(settings)]
+    return partitioned.combine(settings, each)
+
+
+def _status(client: Client, settings: Settings) -> dict[str, Any]:
     state = read_group_state(client, settings.queue)
     require_group(state, settings)
     persistence, warnings = _persistence(client, settings)

@@ -6,13 +6,14 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from types import FrameType
 
 from prometheus_client import REGISTRY
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from consumer import health, keeper
+from consumer import health, keeper, rotation
 from consumer.errors import ConsumerError
 from consumer.keeper import Beacon
 from consumer.metrics import ConsumerMetrics
@@ -20,6 +21,7 @@ from consumer.ownership import CLAIM_IF_OWNER, claim_if_owner
 from consumer.settings import Settings, from_env
 from consumer.tasks import TASKS, load_task_modules
 from consumer.worker import Worker
+from pipeline_core import partitions
 from pipeline_core.connection import Client, answers, connect, redacted
 from pipeline_core.env import SettingsError
 from pipeline_core.logs import configure_logging
@@ -40,9 +42,40 @@ def connect_consumer(settings: Settings) -> Client:
 
 
 def renewal(settings: Settings) -> keeper.Renew:
-    """The keeper's renewal: the worker's claim script on a client of its own."""
+    """The keeper's renewal: the worker's claim script on a client of its own. With
+    PARTITIONS > 1 the held IDs are task IDs naming their partition (p<i>-<entry>)."""
     script = connect_consumer(settings).register_script(CLAIM_IF_OWNER)
-    return lambda entry_ids: claim_if_owner(script, settings, entry_ids, 0)
+    if settings.queue.partitions == 1:
+        return lambda entry_ids: claim_if_owner(script, settings, entry_ids, 0)
+
+    def renew(held: list[str]) -> list[str]:
+        by_partition: dict[int, list[str]] = {}
+        for given in held:
+            index, _, entry_id = partitions.locate(settings.queue, given)
+            by_partition.setdefault(index, []).append(entry_id)
+        renewed = []
+        for index, entry_ids in by_partition.items():
+            part = replace(settings, queue=partitions.parts(settings.queue)[index])
+            owned = claim_if_owner(script, part, entry_ids, 0)
+            renewed += [f"p{index}-{entry_id}" for entry_id in owned]
+        return renewed
+
+    return renew
+
+
+def make_workers(
+    client: Client, settings: Settings, stopping: threading.Event, beacon: Beacon
+) -> list[Worker]:
+    """One worker, or one per partition (PARTITIONS), sharing the client and metrics."""
+    metrics = ConsumerMetrics(REGISTRY)
+    queues = partitions.parts(settings.queue)
+    if len(queues) == 1:
+        return [Worker(client, settings, TASKS, metrics, stopping, beacon)]
+    return [
+        Worker(client, replace(settings, queue=queue), TASKS, metrics, stopping,
+               beacon, partition=index)
+        for index, queue in enumerate(queues)
+    ]  # fmt: skip
 
 
 def wait_for_redis(settings: Settings, stopping: threading.Event) -> None:
@@ -86,25 +119,25 @@ def main() -> int:
     except SettingsError as error:
         print(f"consumer: {error}", file=sys.stderr)
         return 2
-    metrics = ConsumerMetrics(REGISTRY)
-    worker = Worker(client, settings, TASKS, metrics, stopping, beacon)
+    workers = make_workers(client, settings, stopping, beacon)
     if settings.metrics_port:
         health.serve(
             (settings.metrics_host, settings.metrics_port),
             REGISTRY,
-            lambda: worker.progress_s,
+            lambda: rotation.progress_s(workers),
             settings.stuck_after_s,
         )
     log.info(
         "consumer started",
         extra={
             "stream": settings.queue.stream,
+            "partitions": settings.queue.partitions,
             "group": settings.queue.group,
             "tasks": sorted(TASKS),
             "metrics": f"{settings.metrics_host}:{settings.metrics_port}",
         },
     )
-    worker.run()
+    rotation.rotate(workers, stopping)
     log.info("consumer stopped")
     return 0
 

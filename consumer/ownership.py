@@ -55,10 +55,17 @@ class Ownership:
     """Entry IDs this consumer holds: waiting in the batch, or running (since when)."""
 
     def __init__(
-        self, client: Client, settings: Settings, beacon: Beacon | None = None
+        self,
+        client: Client,
+        settings: Settings,
+        beacon: Beacon | None = None,
+        label: str = "",
     ) -> None:
         self.settings = settings
         self.beacon = beacon or Beacon()  # what the keeper process reads
+        # Before each ID the keeper reads: a partition's `p<i>-` (one beacon serves
+        # every partition's worker of the process; they take turns).
+        self.label = label
         self._script = client.register_script(CLAIM_IF_OWNER)
         # Held for a whole renewal round trip. A release takes it too, so a renewal
         # that read the held IDs just before cannot undo the release.
@@ -79,7 +86,7 @@ class Ownership:
             self._started.update(dict.fromkeys(entry_ids))
             self._renewed_s = time.monotonic()
             self._released.clear()  # what a stop released belonged to an older batch
-            self.beacon.held(self._started)
+            self._publish_held()
         self.beacon.beat()
 
     def start(
@@ -91,7 +98,7 @@ class Ownership:
         timeout_s = self.settings.task_timeout_s if timeout_s is None else timeout_s
         with self._lock:
             self._started[entry_id] = now + timeout_s
-        self.beacon.task(entry_id, now, timeout_s)
+        self.beacon.task(self.label + entry_id, now, timeout_s)
 
     @contextlib.contextmanager
     def finishing(self, entry_ids: list[str]) -> Iterator[None]:
@@ -110,9 +117,15 @@ class Ownership:
                 started.pop(entry_id, None)
             if lost:
                 lost.difference_update(entry_ids)
-            self.beacon.held(started)
+            self._publish_held()
             if not self._started:
                 self.beacon.task("", 0.0)
+
+    def _publish_held(self) -> None:
+        if self.label:
+            self.beacon.held([self.label + entry_id for entry_id in self._started])
+        else:
+            self.beacon.held(self._started)
 
     def still_ours(self, entry_id: str) -> bool:
         """Whether the entry may still be started or acked as ours."""

@@ -29,9 +29,9 @@ class Reader:
         self.cancels_outstanding = False
         self._cancels = settings.queue.key(CANCELS)
 
-    def read_new(self) -> list[Message]:
+    def read_new(self, block_ms: int | None = None) -> list[Message]:
         """Never-delivered entries, as many as read_size allows, waiting up to
-        block_ms."""
+        block_ms (default BLOCK_MS; 0: not at all, unlike Redis's BLOCK 0)."""
         s = self.settings
         q = s.queue
         with self.client.pipeline(transaction=False) as pipe:
@@ -40,7 +40,7 @@ class Reader:
                 s.consumer_name,
                 {q.stream: ">"},
                 self.read_size.count(),
-                s.block_ms,
+                s.block_ms if block_ms is None else (block_ms or None),
             )
             pipe.zcard(self._cancels)
             reply, cancels = pipe.execute()

@@ -2,6 +2,7 @@
 directly: take stale entries or else new ones, run them one after another, and hand
 each to its outcome (consumer.outcomes)."""
 
+import contextlib
 import logging
 import os
 import random
@@ -41,26 +42,33 @@ class Worker:
         metrics: ConsumerMetrics | None = None,
         stopping: threading.Event | None = None,
         beacon: Beacon | None = None,
+        partition: int | None = None,
     ) -> None:
+        """`partition`: which of PARTITIONS `settings.queue` is (None: the only one);
+        only partition 0's clock ticks the periodic tasks."""
         self.client = client
         self.settings = settings
         self.tasks = tasks
         self.metrics = metrics or ConsumerMetrics(CollectorRegistry())
         self.metrics.prepare(tasks)
         self.stopping = stopping or threading.Event()  # set by SIGTERM: stop soon
-        self.ownership = Ownership(client, settings, beacon)
+        label = "" if partition is None else f"p{partition}-"
+        self.ownership = Ownership(client, settings, beacon, label)
         self.outcomes = Outcomes(client, settings, self.metrics, self.ownership, tasks)
         self.reader = Reader(client, settings, self.metrics)
         self.heartbeat = Heartbeat(
             self.ownership, settings.heartbeat_interval_s, self.stopping
         )
-        self.clock = Clock(client, settings, tasks)  # delayed tasks, periodic ticks
+        ticking = tasks if not partition else {}
+        self.clock = Clock(client, settings, ticking)  # delayed tasks, periodic ticks
         self.timer = TaskTimer()  # each task's hard timeout
         self._timeouts: dict[Callable[..., Any], float] = {}
         # When the loop last moved on (monotonic): read by the liveness probe.
         self.progress_s = time.monotonic()
         self._next_trim_s = 0.0
         self.pid = os.getpid()
+        self._failures, self._group = 0, "unknown"
+        self.resume_s = 0.0  # after a failure, no step before this (monotonic)
 
     def ensure_group(self, missing: bool = False) -> None:
         """Create the group at the start of the stream (entries written before any
@@ -84,32 +92,48 @@ class Worker:
                 "stream": queue.stream, "group": queue.group})  # fmt: skip
 
     def run(self) -> None:
-        """Poll until stopping is set. Any Redis failure (lost connection, or an error
-        reply: OOM, MISCONF, READONLY, LOADING, NOGROUP, ...) is waited out with
-        jittered backoff, said once, and recovered from without a restart."""
-        failures, group = 0, "unknown"
-        with self.heartbeat.running(), self.clock.running():
+        """Poll until stopping is set (consumer.rotation takes turns over several
+        partitions' workers the same way)."""
+        with self.running():
             while not self.stopping.is_set():
-                self.progress_s = time.monotonic()
-                try:
-                    if group != "ready":
-                        self.ensure_group(missing=group == "missing")
-                        group = "ready"
-                    self.poll_once()
-                except redis.RedisError as error:
-                    failures += 1
-                    kind = reason(error)
-                    if kind in ("nogroup", "unblocked"):
-                        group = "missing"
-                    self._back_off(failures, kind, error)
-                    continue
-                if failures:
-                    log.info("redis available again", extra={"failures": failures})
-                    failures = 0
+                self.step(self.settings.block_ms)
+                self.stopping.wait(max(0.0, self.resume_s - time.monotonic()))
 
-    def poll_once(self) -> int:
-        """Take stale entries or else new ones, run them, ack them; returns how many."""
-        messages = self.claim_stale() or self.skip_cancelled(self.reader.read_new())
+    def running(self) -> contextlib.ExitStack:
+        """The heartbeat and clock threads, for the duration of the block."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.heartbeat.running())
+        stack.enter_context(self.clock.running())
+        return stack
+
+    def step(self, block_ms: int) -> int:
+        """One poll; how many entries it took. Any Redis failure (lost connection, or
+        an error reply: OOM, MISCONF, READONLY, LOADING, NOGROUP, ...) is said once
+        and retried after a jittered backoff (resume_s), without a restart."""
+        self.progress_s = time.monotonic()
+        try:
+            if self._group != "ready":
+                self.ensure_group(missing=self._group == "missing")
+                self._group = "ready"
+            taken = self.poll_once(block_ms)
+        except redis.RedisError as error:
+            self._failures += 1
+            kind = reason(error)
+            if kind in ("nogroup", "unblocked"):
+                self._group = "missing"
+            self._back_off(self._failures, kind, error)
+            return 0
+        if self._failures:
+            log.info("redis available again", extra={"failures": self._failures})
+            self._failures = 0
+        return taken
+
+    def poll_once(self, block_ms: int | None = None) -> int:
+        """Take stale entries or else new ones (waiting up to block_ms, default
+        BLOCK_MS), run them, ack them; returns how many."""
+        messages = self.claim_stale() or self.skip_cancelled(
+            self.reader.read_new(block_ms)
+        )
         self.process(messages)
         self.trim_when_due()
         return len(messages)
@@ -252,4 +276,5 @@ class Worker:
         if kind in ("connection", "timeout"):
             self.metrics.redis_reconnects.inc()
         cap = self.settings.reconnect_max_delay_s
-        self.stopping.wait(min(cap, 0.05 * 2**failures) * random.uniform(0.5, 1.0))
+        pause_s = min(cap, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
+        self.resume_s = time.monotonic() + pause_s

@@ -23,13 +23,16 @@ from dispatcher.errors import InvalidPayloadError
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.publisher import publish, publish_paced
 from dispatcher.settings import Settings
+from dispatcher.spreading import PartlyWrittenError, Spreader
 from dispatcher.validation import (
     DispatchRequest,
     decode_json,
     message_count,
     parse_dispatch,
 )
+from pipeline_core import partitions
 from pipeline_core.connection import Client
+from pipeline_core.keys import Queue
 from pipeline_core.sending import (
     IDEMPOTENCY_KEY_RULE,
     BacklogFullError,
@@ -62,6 +65,7 @@ def install_dispatch(
     _install_front_door(app, settings, bodies, metrics)
     _install_refusals(app, metrics)
     send = send_script(client)
+    spreader = Spreader(settings.queue)
 
     @app.post("/dispatch")
     def dispatch() -> Answer:
@@ -71,18 +75,22 @@ def install_dispatch(
         order = _read_order(bodies, settings)
         g.message_count = count = len(order.payloads)
         once = Once(settings, key, order, send) if key else None
-        earlier = once.earlier(client) if once else None
-        if once and earlier:  # a replay is answered whatever the load
+        groups = spreader.groups(order, key)
+        earlier = once.earlier(client, _first(settings, groups)) if once else None
+        if once and earlier and settings.queue.partitions == 1:
+            # A replay is answered whatever the load.
             return _replayed(once.confirmed(client, earlier), settings, order, metrics)
         size = sum(len(payload) for payload in order.payloads)
-        refusal = capacity.refusal(count, size) or _paced_refusal(
-            order, paced, settings
-        )
+        # A retry completing a partly written request is not refused for load.
+        refusal: Answer | None = None if earlier else capacity.refusal(count, size)
+        refusal = refusal or _paced_refusal(order, paced, settings)
         if refusal:
             metrics.messages.labels("throttled").inc(count)
             return refusal
         try:
-            written = once.write() if once else _publish(client, settings, order, send)
+            written = spreader.write(order, groups, once.write if once else (
+                lambda queue, part: _publish(client, settings, queue, part, send)
+            ))  # fmt: skip
         finally:
             if order.delay_s > 0:
                 paced.give()
@@ -91,7 +99,7 @@ def install_dispatch(
         entry_ids = written.entry_ids
         capacity.add(len(entry_ids), size)
         metrics.messages.labels("accepted").inc(len(entry_ids))
-        facts = {"task": order.task, "count": count, "first_entry_id": entry_ids[0]}
+        facts = {"task": order.task, "count": count, "first_task_id": entry_ids[0]}
         log.info("dispatch accepted", extra=facts)
         return _accepted(settings, order, entry_ids), 202
 
@@ -103,6 +111,20 @@ def _install_refusals(app: Flask, metrics: DispatcherMetrics) -> None:
     def conflict(error: IdempotencyConflictError) -> Answer:
         body = {"error": "idempotency key reused", "field": "Idempotency-Key"}
         return {**body, "rule": str(error)}, 422
+
+    @app.errorhandler(PartlyWrittenError)
+    def partly_written(error: PartlyWrittenError) -> Answer:
+        metrics.messages.labels("accepted").inc(len(error.task_ids))
+        facts = {"written": len(error.task_ids), "error": repr(error.error)}
+        log.error("dispatch partly written", extra=facts)
+        body = {
+            "error": "partly written",
+            "reason": "a partition's write failed after earlier partitions' writes",
+            "written_task_ids": error.task_ids,
+            "retry": "safe with the same Idempotency-Key: it writes only what is "
+            "missing; without a key a retry runs the written tasks twice",
+        }
+        return body, 503, RETRY_LATER
 
     @app.errorhandler(BacklogFullError)
     def backlog_full(error: BacklogFullError) -> Answer:
@@ -124,6 +146,13 @@ def _accepted(
 ) -> dict[str, Any]:
     """The 202's body: a replay renders the same from the same request and IDs."""
     body = {"stream": settings.queue.stream, "task": order.task}
+    queue = settings.queue
+    if queue.partitions > 1:  # task IDs p<i>-<entry ID>: each names its partition
+        located = [partitions.locate(queue, task_id) for task_id in entry_ids]
+        return {**body, "count": len(entry_ids),
+                "entry_ids": [entry_id for _, _, entry_id in located],
+                "partitions": [index for index, _, _ in located],
+                "task_ids": entry_ids}  # fmt: skip
     # The task IDs are the entry IDs of tasks written at once.
     return {**body, "count": len(entry_ids), "entry_ids": entry_ids,
             "task_ids": entry_ids}  # fmt: skip
@@ -165,31 +194,36 @@ class Once:
         if order.delay_s > 0:
             raise InvalidPayloadError("Idempotency-Key", WITH_DELAY)
         self.settings, self.order, self.script = settings, order, script
-        scope = g.caller.fingerprint or "anonymous"
-        self.record = idempotency_record(settings.queue, scope, key)
+        self.scope, self.key = g.caller.fingerprint or "anonymous", key
+        # Each partition keeps its own record of the key (dispatcher/spreading.py).
+        self.record = idempotency_record(settings.queue, self.scope, key)
         # The same task, payloads and timing make the same request.
         digest = hashlib.sha256(f"{order.task}\n{order.timing!r}".encode())
         for payload in order.payloads:
             digest.update(b"\n" + payload.encode())
         self.request = digest.hexdigest()
 
-    def earlier(self, client: Client) -> Written | None:
-        """The key's first answer, if it had one (raises on another body)."""
-        request_hash, ids = client.hmget(self.record, ["request", "ids"])
+    def earlier(self, client: Client, queue: Queue) -> Written | None:
+        """The key's first answer in `queue`, if it had one (raises on another
+        body)."""
+        record = idempotency_record(queue, self.scope, self.key)
+        request_hash, ids = client.hmget(record, ["request", "ids"])
         if request_hash is None:
             return None
         if request_hash != self.request:
             raise IdempotencyConflictError(KEY_REUSED)
         return Written(str(ids).split(","), replayed=True)
 
-    def write(self) -> Written:
-        """The entries and the key's record in one step (or the twin's answer)."""
+    def write(self, queue: Queue, order: DispatchRequest) -> Written:
+        """The entries of `order` (the request's, or its share of one partition) and
+        the key's record in one step (or the twin's answer)."""
         owner = g.caller.fingerprint
-        entries = [encode_entry(self.order.task, p, owner) for p in self.order.payloads]
+        record = idempotency_record(queue, self.scope, self.key)
+        entries = [encode_entry(order.task, p, owner) for p in order.payloads]
         return write_tasks(
-            self.script, self.settings.queue, entries, self.settings.max_backlog,
-            (self.record, self.request, self.settings.idempotency_ttl_s),
-            self.order.timing, self.settings.replicas,
+            self.script, queue, entries, self.settings.max_backlog,
+            (record, self.request, self.settings.idempotency_ttl_s),
+            order.timing, self.settings.replicas,
         )  # fmt: skip
 
     def confirmed(self, client: Client, replay: Written) -> Written:
@@ -211,17 +245,23 @@ def _read_order(bodies: Allowance, settings: Settings) -> DispatchRequest:
     return parse_dispatch(body, settings)
 
 
+def _first(settings: Settings, groups: dict[int, list[int]]) -> Queue:
+    """The queue of a request's first partition (where a replay is looked up)."""
+    return partitions.parts(settings.queue)[next(iter(groups))]
+
+
 def _publish(
-    client: Client, settings: Settings, order: DispatchRequest, send: Script
-) -> Written:
-    stream, task, payloads = settings.queue.stream, order.task, order.payloads
+    client: Client, settings: Settings, queue: Queue, order: DispatchRequest,
+    send: Script,
+) -> Written:  # fmt: skip
+    stream, task, payloads = queue.stream, order.task, order.payloads
     owner = g.caller.fingerprint  # who may read these entries' results and states
     replicas = settings.replicas
     if not order.timing.plain:  # later, or expiring: the send script (due times)
         entries = [encode_entry(task, payload, owner) for payload in payloads]
         limit = settings.max_backlog
         return write_tasks(
-            send, settings.queue, entries, limit, timing=order.timing, replicas=replicas
+            send, queue, entries, limit, timing=order.timing, replicas=replicas
         )
     if order.delay_s > 0:
         # The whole request, from its first byte past the head, within MAX_PACING_S.

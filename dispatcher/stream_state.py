@@ -14,6 +14,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pipeline_core import partitions
 from pipeline_core.connection import Client
 from pipeline_core.group_state import GroupState, read_group_state
 from pipeline_core.keys import Queue
@@ -39,12 +40,15 @@ class StreamStateCollector(Collector):  # prometheus_client's extension point
     def collect(self) -> Iterator[GaugeMetricFamily]:
         started = time.perf_counter()
         try:
-            state = read_group_state(self.client, self.queue)
+            states = [
+                read_group_state(self.client, part)
+                for part in partitions.parts(self.queue)
+            ]
             memory = read_memory(self.client, self.queue)
         except redis.RedisError:
             return iter(_families(None, time.perf_counter() - started))
         took_s = time.perf_counter() - started
-        return iter(_families(state, took_s) + _memory_families(memory, self.budget))
+        return iter(_families(states, took_s) + _memory_families(memory, self.budget))
 
 
 def _memory_families(
@@ -69,23 +73,40 @@ def _memory_families(
     ]
 
 
-def _families(state: GroupState | None, took_s: float) -> list[GaugeMetricFamily]:
+def _families(
+    states: list[GroupState] | None, took_s: float
+) -> list[GaugeMetricFamily]:
+    """With PARTITIONS > 1 each state gauge has a series per partition (label
+    `partition`, 0 to P-1): sum() over it is the queue's total."""
     up = GaugeMetricFamily(
         "pipeline_stream_state_up", "1 if the last read of the stream state worked."
     )
-    up.add_metric([], 0 if state is None else 1)
+    up.add_metric([], 0 if states is None else 1)
     took = GaugeMetricFamily(
         "pipeline_stream_state_read_seconds", "Time the last read of the state took."
     )
     took.add_metric([], took_s)
-    if state is None:
+    if states is None:
         return [up, took]
-    return [
-        up,
-        took,
-        *_state_families(state),
-        *_tamper_families(state),
-    ]
+    if len(states) == 1:
+        return [up, took, *_state_families(states[0]), *_tamper_families(states[0])]
+    each = [_state_families(state) + _tamper_families(state) for state in states]
+    return [up, took, *_by_partition(each)]
+
+
+def _by_partition(each: list[list[GaugeMetricFamily]]) -> list[GaugeMetricFamily]:
+    """One family per name, its samples labelled with their partition."""
+    merged: dict[str, GaugeMetricFamily] = {}
+    for index, families in enumerate(each):
+        for family in families:
+            into = merged.setdefault(
+                family.name, GaugeMetricFamily(family.name, family.documentation)
+            )
+            into.samples += [
+                sample._replace(labels={"partition": str(index), **sample.labels})
+                for sample in family.samples
+            ]
+    return list(merged.values())
 
 
 def _tamper_families(state: GroupState) -> list[GaugeMetricFamily]:

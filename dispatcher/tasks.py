@@ -8,9 +8,12 @@ from dispatcher.errors import InvalidPayloadError
 from dispatcher.ratelimit import WindowLimiter
 from dispatcher.results import Answer, too_many_lookups
 from dispatcher.settings import Settings
-from pipeline_core import task_state
+from pipeline_core import partitions, task_state
 from pipeline_core.connection import Client
+from pipeline_core.keys import Queue
 from pipeline_core.task_state import TASK_ID_RULE, InvalidTaskIdError, TaskStatus
+
+QUALIFIED_RULE = "must be p<partition>-<entry ID>, as /dispatch answered it"
 
 
 def install_tasks(
@@ -24,7 +27,7 @@ def install_tasks(
         found = _visible(client, settings, task_id)
         if found is None:
             return _not_found(task_id)
-        return found.as_json(), 200
+        return {**found.as_json(), "id": task_id}, 200
 
     @app.delete("/tasks/<task_id>")
     def task_cancel(task_id: str) -> Answer:
@@ -34,7 +37,8 @@ def install_tasks(
         if _visible(client, settings, task_id) is None:
             return _not_found(task_id)
         # Checked and cancelled in one script: it cannot start in between.
-        return _cancelled(task_state.cancel(client, settings.queue, task_id), task_id)
+        queue, entry_id = _located(settings, task_id)
+        return _cancelled(task_state.cancel(client, queue, entry_id), task_id)
 
 
 def _cancelled(after: TaskStatus | None, task_id: str) -> Answer:
@@ -44,19 +48,27 @@ def _cancelled(after: TaskStatus | None, task_id: str) -> Answer:
         body = {"error": "task not cancellable", "id": task_id, "state": after.state}
         rule = "only a queued, delayed or retrying task can be cancelled"
         return {**body, "rule": rule}, 409
-    return after.as_json(), 200
+    return {**after.as_json(), "id": task_id}, 200
 
 
 def _visible(client: Client, settings: Settings, task_id: str) -> TaskStatus | None:
     """The task's status if the caller may see it: another token's task answers as
     a missing one (whether it exists is theirs)."""
-    try:
-        found = task_state.status(client, settings.queue, task_id)
-    except InvalidTaskIdError:
-        raise InvalidPayloadError("task_id", TASK_ID_RULE) from None
+    queue, entry_id = _located(settings, task_id)
+    found = task_state.status(client, queue, entry_id)
     if found is None or not g.caller.may_read(found.owner):
         return None
     return found
+
+
+def _located(settings: Settings, task_id: str) -> tuple[Queue, str]:
+    """The partition's queue and the entry ID a task ID names (PARTITIONS)."""
+    try:
+        _, queue, entry_id = partitions.locate(settings.queue, task_id)
+    except InvalidTaskIdError:
+        rule = TASK_ID_RULE if settings.queue.partitions == 1 else QUALIFIED_RULE
+        raise InvalidPayloadError("task_id", rule) from None
+    return queue, entry_id
 
 
 def _not_found(task_id: str) -> Answer:

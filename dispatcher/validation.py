@@ -15,7 +15,8 @@ from pipeline_core.timing import NOW, Timing, TimingError, make_timing
 from pipeline_core.wire import ENTRY_ID, TASK_NAME, TASK_NAME_RULE, encode_payload
 
 FIELDS = ("task", "payloads", "num_messages", "delay", "countdown", "run_at",
-          "expires_s")  # fmt: skip
+          "expires_s", "partition_key")  # fmt: skip
+PARTITION_KEY_RULE = "must be a string of 1 to 255 printable ASCII characters"
 DEFAULT_TASK = "demo"
 
 
@@ -25,6 +26,8 @@ class DispatchRequest:
     payloads: list[str]  # each one encoded once, here, as the entry's payload field
     delay_s: float
     timing: Timing = NOW  # countdown / run_at / expires_s
+    # With PARTITIONS > 1 every message of the request goes to this key's partition.
+    partition_key: str | None = None
 
 
 def decode_json(raw: bytes | bytearray, max_values: int) -> Any:
@@ -74,7 +77,8 @@ def parse_dispatch(body: Any, settings: Settings) -> DispatchRequest:
         field = next(f for f in ("countdown", "run_at", "expires_s") if f in body)
         raise InvalidPayloadError(field, WITH_PACING)
     task = _task(body.get("task", DEFAULT_TASK))
-    return DispatchRequest(task, payloads, delay_s, timing)
+    key = _partition_key(body.get("partition_key"))
+    return DispatchRequest(task, payloads, delay_s, timing, key)
 
 
 WITH_PACING = (
@@ -126,6 +130,16 @@ def check_entry_id(entry_id: str) -> str:
             "entry_id", "must look like <milliseconds>-<sequence>"
         )
     return entry_id
+
+
+def _partition_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 255:
+        raise InvalidPayloadError("partition_key", PARTITION_KEY_RULE)
+    if not all(" " <= c <= "~" for c in value):
+        raise InvalidPayloadError("partition_key", PARTITION_KEY_RULE)
+    return value
 
 
 def _task(value: Any) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from pipeline_core import partitions
 from pipeline_core.connection import Client, queue_node
 from pipeline_core.dead_letters import AUDIT_FIELD
 from pipeline_core.delayed import delayed_key
@@ -207,7 +208,10 @@ def _ahead_s(last_id: str | None, now_s: float) -> float:
 
 
 def read_backlog(client: Client, queue: Queue) -> int:
-    """Just lag + pending, for the dispatcher's hot path: one XINFO GROUPS."""
+    """Just lag + pending, for the dispatcher's hot path: one XINFO GROUPS (one per
+    partition, summed, with PARTITIONS)."""
+    if queue.partitions > 1:
+        return sum(read_backlog(client, part) for part in partitions.parts(queue))
     try:
         groups = client.xinfo_groups(queue.stream)
     except redis.ResponseError as error:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from redis.crc import key_slot
 
-from pipeline_core.env import SettingsError, text
+from pipeline_core.env import SettingsError, number, text
 from pipeline_core.wire import entry_ms
 
 # Results live in one hash per minute of enqueue time (field: the entry ID), so a
@@ -24,6 +24,7 @@ from pipeline_core.wire import entry_ms
 # alone. A hash expires RESULT_TTL_S after its last write: with minutes, a result lives
 # its TTL plus about the spread of completion times within its minute, not an hour more.
 RESULT_BUCKET_MS = 60_000
+MAX_PARTITIONS = 64
 
 
 def result_bucket(entry_id: str) -> int:
@@ -55,6 +56,9 @@ class Queue:
     stream: str = "tasks"
     group: str = "workers"
     dead_letter_stream: str = "{tasks}:dead"
+    # PARTITIONS: above 1 the queue is that many streams, each a Queue of its own in
+    # its own slot (pipeline_core/partitions.py); `stream` is then the base name.
+    partitions: int = 1
 
     @property
     def prefix(self) -> str:
@@ -98,10 +102,17 @@ def queue_from_env(env: Mapping[str, str]) -> Queue:
             "as in 'app{q1}'"
         )
     default_dead = f"{key_prefix(stream)}:dead"
+    partitions = number(env, "PARTITIONS", int, 1, 1, MAX_PARTITIONS)
+    if partitions > 1 and (has_hash_tag(stream) or "DEAD_LETTER_STREAM" in env):
+        raise SettingsError(
+            f"PARTITIONS={partitions}: each partition names its own streams, so STREAM "
+            "must hold no '{' '}' hash tag and DEAD_LETTER_STREAM must be unset"
+        )
     return Queue(
         stream=stream,
         group=text(env, "GROUP", defaults.group),
         dead_letter_stream=text(env, "DEAD_LETTER_STREAM", default_dead),
+        partitions=partitions,
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
+from pipeline_core import partitions
 from pipeline_core.connection import Client, queue_node
 from pipeline_core.keys import Queue
 from pipeline_core.replies import reason
@@ -34,9 +35,12 @@ UNKNOWN = Memory(0, 0)  # no budget can be kept
 
 
 def read_memory(client: Client, queue: Queue) -> Memory:
-    """INFO memory of the node holding the queue. A Redis that refuses INFO (an ACL
-    without it, a proxy that hides it) leaves no budget to keep: UNKNOWN, and a
-    warning the first time."""
+    """INFO memory of the node holding the queue (with PARTITIONS, of the fullest of
+    the partitions' nodes). A Redis that refuses INFO (an ACL without it, a proxy that
+    hides it) leaves no budget to keep: UNKNOWN, and a warning the first time."""
+    if queue.partitions > 1:
+        found = [read_memory(client, part) for part in partitions.parts(queue)]
+        return max(found, key=lambda memory: memory.used_bytes)
     try:
         info = queue_node(client, queue).info("memory")
     except redis.ResponseError as error:

@@ -13,16 +13,18 @@ entries or none (the shebang makes Redis refuse it whole at maxmemory, before an
 """
 
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis import RedisError
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from pipeline_core import task_state
+from pipeline_core import partitions, task_state
 from pipeline_core.connection import (
     NO_RETRY,
     Client,
@@ -140,6 +142,15 @@ class TaskFailedError(SendError):
 
 class TaskCancelledError(SendError):
     """The task was cancelled before it ran."""
+
+
+class PartlySentError(SendError):
+    """PARTITIONS > 1: a partition's write failed after earlier partitions' writes;
+    `task_ids` were written (a retry with the same idempotency key writes the rest)."""
+
+    def __init__(self, task_ids: list[str], error: Exception) -> None:
+        super().__init__(f"{len(task_ids)} tasks were sent before: {error!r}")
+        self.task_ids = task_ids
 
 
 class TaskUnknownError(SendError):
@@ -282,7 +293,7 @@ class TaskRef:
 
     def status(self) -> dict[str, Any]:
         """The same JSON as GET /tasks/<id>."""
-        return self._status().as_json()
+        return {**self._status().as_json(), "id": self.id}
 
     def result(self, timeout_s: float) -> Any:
         """The task's return value once it succeeded; raises TaskFailedError (dead),
@@ -304,11 +315,13 @@ class TaskRef:
     def cancel(self) -> bool:
         """Cancel the task if it has not started (queued, delayed or retrying): True if
         this call cancelled it."""
-        found = task_state.cancel(self.sender.client, self.sender.queue, self.id)
+        _, queue, entry_id = partitions.locate(self.sender.queue, self.id)
+        found = task_state.cancel(self.sender.client, queue, entry_id)
         return found is not None and found.cancelled_now
 
     def _status(self) -> TaskStatus:
-        found = task_state.status(self.sender.client, self.sender.queue, self.id)
+        _, queue, entry_id = partitions.locate(self.sender.queue, self.id)
+        found = task_state.status(self.sender.client, queue, entry_id)
         if found is None:
             raise TaskUnknownError(f"no task {self.id} (unknown, or expired)")
         return found
@@ -334,6 +347,7 @@ class Sender:
         self._client = client
         self._script: Script | None = None
         self._backlog, self._backlog_read_s = 0, float("-inf")
+        self._turns = itertools.count()  # where a send starts over the partitions
 
     @property
     def queue(self) -> Queue:
@@ -383,29 +397,61 @@ class Sender:
         idempotency_key: str | None = None,
         timing: Timing = NOW,
     ) -> list[TaskRef]:
-        """Tasks in order, all or none; checked before anything is written."""
+        """Tasks in order, all or none (with PARTITIONS > 1: round-robin over the
+        partitions, all or none per partition; see PartlySentError); checked before
+        anything is written."""
         if not isinstance(task, str) or not TASK_NAME.fullmatch(task):
             raise ValueError(f"task name {task!r}: must be {TASK_NAME_RULE}")
         encoded = check_payloads(list(payloads), self.settings.limits)
         entries = [encode_entry(task, payload) for payload in encoded]
-        if idempotency_key is None and timing.plain:
-            return [TaskRef(entry_id, self) for entry_id in self._write(entries)]
-        idempotency = None
+        request = None
         if idempotency_key is not None:
-            key = check_idempotency_key(idempotency_key)
+            check_idempotency_key(idempotency_key)
             text = "\n".join([task, repr(timing), *encoded])
             request = hashlib.sha256(text.encode()).hexdigest()
-            record = idempotency_record(self.queue, "python", key)
+        count = self.queue.partitions
+        start = next(self._turns) % count
+        if idempotency_key is not None:
+            start = partitions.of_key(idempotency_key, count)
+        task_ids = [""] * len(entries)
+        for index, positions in partitions.spread(len(entries), start, count).items():
+            share = [entries[position] for position in positions]
+            part = partitions.parts(self.queue)[index]
+            try:
+                sent = self._send(part, share, (idempotency_key, request), timing)
+            except RedisError as error:
+                if not any(task_ids):
+                    raise
+                raise PartlySentError([t for t in task_ids if t], error) from error
+            for position, sent_id in zip(positions, sent, strict=True):
+                task_ids[position] = partitions.task_id(self.queue, index, sent_id)
+        return [TaskRef(task_id, self) for task_id in task_ids]
+
+    def _send(
+        self,
+        queue: Queue,
+        entries: list[dict[EncodableT, EncodableT]],
+        once: tuple[str | None, str | None],
+        timing: Timing,
+    ) -> list[str]:
+        """One partition's share (or all of them): its task IDs."""
+        key, request = once
+        if key is None and timing.plain:
+            return self._write(queue, entries)
+        idempotency = None
+        if key is not None and request is not None:
+            record = idempotency_record(queue, "python", key)
             idempotency = (record, request, self.settings.idempotency_ttl_s)
         if self._script is None:
             self._script = send_script(self.client)
         limit = self.settings.max_backlog
-        written = write_tasks(
-            self._script, self.queue, entries, limit, idempotency, timing
-        )
-        return [TaskRef(task_id, self) for task_id in written.entry_ids]
+        return write_tasks(
+            self._script, queue, entries, limit, idempotency, timing
+        ).entry_ids
 
-    def _write(self, entries: list[dict[EncodableT, EncodableT]]) -> list[str]:
+    def _write(
+        self, queue: Queue, entries: list[dict[EncodableT, EncodableT]]
+    ) -> list[str]:
         """All of them in one MULTI, unless the backlog (as of at most
         BACKLOG_REFRESH_S ago, plus our writes since) has no room."""
         now = time.monotonic()
@@ -416,15 +462,16 @@ class Sender:
         if self._backlog + len(entries) > limit:
             raise BacklogFullError(self._backlog, limit)
         if len(entries) == 1:  # one XADD is all or nothing by itself
-            entry_ids = [_entry_id(self.client.xadd(self.queue.stream, entries[0]))]
+            entry_ids = [_entry_id(self.client.xadd(queue.stream, entries[0]))]
         else:
             with self.client.pipeline(transaction=True) as pipe:
                 for fields in entries:
-                    pipe.xadd(self.queue.stream, fields)
+                    pipe.xadd(queue.stream, fields)
                 entry_ids = [_entry_id(reply) for reply in pipe.execute()]
         self._backlog += len(entry_ids)
         return entry_ids
 
     def task(self, task_id: str) -> TaskRef:
         """A reference to a task sent before (by anyone), by its ID."""
-        return TaskRef(task_state.check_task_id(task_id), self)
+        partitions.locate(self.queue, task_id)  # InvalidTaskIdError if malformed
+        return TaskRef(task_id, self)
