@@ -1,14 +1,15 @@
-"""`pipeline consumers prune`: remove consumers that are gone and hold nothing."""
+"""`pipeline consumers prune`: remove consumers that are gone and hold nothing (from
+every partition's group, with PARTITIONS > 1)."""
 
 import argparse
 from typing import Any
 
 from rich.console import Console
 
-from cli import output
+from cli import output, partitioned
 from cli.settings import Settings, connect_cli
 from cli.status import require_group
-from pipeline_core import consumers
+from pipeline_core import all_partitions, consumers
 from pipeline_core.connection import Client
 from pipeline_core.group_state import read_group_state
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
         output.table(f"Would prune {len(rows)} consumers (idle, nothing pending)",
                      ("consumer", "idle"), rows, console)  # fmt: skip
         return 0
-    deleted = consumers.prune(client, settings.queue, names, args.idle_ms)
+    deleted = all_partitions.prune(client, settings.queue, names, args.idle_ms)
     if args.json:
         output.as_json({"pruned": deleted})
     else:
@@ -48,10 +49,14 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
 
 
 def prunable(client: Client, settings: Settings, idle_ms: int) -> list[dict[str, Any]]:
-    """Consumers idle for `idle_ms` or more with nothing pending."""
-    state = read_group_state(client, settings.queue)
-    require_group(state, settings)
+    """Consumers idle for `idle_ms` or more with nothing pending (in every
+    partition, with PARTITIONS > 1: idle the shortest of their idle times there)."""
+    states = []
+    for part in partitioned.settings_of(settings):
+        states.append(read_group_state(client, part.queue))
+        require_group(states[-1], part)
+    merged = all_partitions.merged_consumers(states)
     return [
         {"name": c.name, "idle_s": c.idle_s}
-        for c in consumers.prunable(state.consumers, idle_ms)
+        for c in consumers.prunable(merged, idle_ms)
     ]

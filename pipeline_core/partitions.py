@@ -30,6 +30,7 @@ from pipeline_core.keys import Queue
 from pipeline_core.task_state import InvalidTaskIdError, check_task_id
 
 QUALIFIED = re.compile(r"p(\d{1,2})-(\d+-\d+)")
+QUALIFIED_RULE = "must be p<partition>-<entry ID>, as /dispatch answered it"
 
 
 def parts(queue: Queue) -> tuple[Queue, ...]:
@@ -68,7 +69,7 @@ def locate(queue: Queue, given: str) -> tuple[int, Queue, str]:
         return 0, queue, check_task_id(given)
     found = QUALIFIED.fullmatch(given)
     if found is None or int(found[1]) >= queue.partitions:
-        raise InvalidTaskIdError(given)
+        raise InvalidTaskIdError(given, QUALIFIED_RULE)
     index = int(found[1])
     return index, parts(queue)[index], check_task_id(found[2])
 
