@@ -15,7 +15,6 @@ from pipeline_core.connection import Client
 from pipeline_core.dead_letters import NoSuchDeadLetterError
 from pipeline_core.keys import Queue
 from pipeline_core.task_state import InvalidTaskIdError
-from pipeline_core.wire import ENTRY_ID
 
 Letter = tuple[str, dict[str, str]]  # (dead-letter ID, the entry's fields)
 QUALIFIED_RULE = "dead-letter IDs are p<partition>-<entry ID> (PARTITIONS)"
@@ -54,17 +53,6 @@ def _keyed(
     for dead_id, fields in entries:
         ms, _, seq = dead_id.partition("-")
         yield (int(ms), int(seq)), index, dead_id, fields
-
-
-def is_dead_id(queue: Queue, given: str) -> bool:
-    """Whether `given` has the form of this queue's dead-letter IDs."""
-    if queue.partitions == 1:
-        return bool(ENTRY_ID.fullmatch(given))
-    try:
-        partitions.locate(queue, given)
-    except InvalidTaskIdError:
-        return False
-    return True
 
 
 def locate(queue: Queue, dead_id: str) -> tuple[int, Queue, str]:

@@ -15,7 +15,7 @@ from dispatcher.console import data
 from dispatcher.console.pages import PRUNE_IDLE_MS, dead_filter
 from dispatcher.console.views import render
 from dispatcher.settings import Settings
-from pipeline_core import all_partitions, dead_partitions
+from pipeline_core import all_partitions, dead_partitions, partitions
 from pipeline_core.connection import Client
 from pipeline_core.keys import Queue
 
@@ -79,16 +79,14 @@ def _chosen_letters(client: Client, settings: Settings) -> data.Chosen:
     every letter matching its filter (scope=matching; no filter: all), from its
     cursor `after` on."""
     queue = settings.queue
-    ids = [
-        i for i in request.form.getlist("ids") if dead_partitions.is_dead_id(queue, i)
-    ]
+    ids = [i for i in request.form.getlist("ids") if partitions.is_id(queue, i)]
     if ids:
         # replay and purge skip letters gone meanwhile: nothing to read first
         return data.Chosen([{"dead_id": i} for i in ids[: data.ACTION_LIMIT]])
     if request.form.get("scope") != "matching":
         abort(400, "Say which dead letters: tick some, or act on every match.")
     after = request.form.get("after") or None
-    if after is not None and not dead_partitions.is_dead_id(queue, after):
+    if after is not None and not partitions.is_id(queue, after):
         abort(400, "after must be an entry ID")
     wanted = dead_filter(request.form)
     return data.matching_letters(client, queue, wanted, after)

@@ -32,7 +32,7 @@ def cursor(name: str, queue: Queue) -> str | None:
     """An entry-ID cursor from the query string (with PARTITIONS > 1, partition-
     qualified: p<partition>-<entry ID>); anything else is refused."""
     value = request.args.get(name) or None
-    if value is not None and not dead_partitions.is_dead_id(queue, value):
+    if value is not None and not partitions.is_id(queue, value):
         example = "1700000000000-0" if queue.partitions == 1 else "p0-1700000000000-0"
         abort(400, f"{name} must be an entry ID such as {example}")
     return value
