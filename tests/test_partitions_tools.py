@@ -128,6 +128,8 @@ def test_pending_delayed_and_consumers_over_partitions(
     waiting = as_json(capsys, "delayed")
     assert [w["id"] for w in waiting] == [later[1].id, later[0].id]  # earliest first
     assert all(re.fullmatch(r"p[0-2]-\d+-1\d+", w["id"]) for w in waiting)
+    listed = {c["name"]: c["pending"] for c in as_json(capsys, "consumers", "list")}
+    assert listed == {"pod-a": 1, "pod-b": 1, "gone": 0}  # one row per name
     # pod-a and pod-b hold entries in one partition each: only "gone" may go.
     names = [c["name"] for c in as_json(capsys, "consumers", "prune",
                                         "--idle-ms", "0", "--dry-run")]  # fmt: skip
