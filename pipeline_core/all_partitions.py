@@ -94,12 +94,12 @@ def pending(
     most `count`, `message_id` partition-qualified (`entry_id`: in its stream).
     `filters`: the least idle time (ms, 0: any), a qualified cursor to start past."""
     min_idle_ms, after = filters
-    start = None if after is None else partitions.locate(queue, after)
+    start = None if after is None else _cursor(queue, after)
     rows = []
     for index, part in enumerate(partitions.parts(queue)):
         low = "-"
         if start is not None:  # equal IDs go in partition order (see dead_partitions)
-            low = start[2] if index > start[0] else f"({start[2]}"
+            low = start[1] if index > start[0] else f"({start[1]}"
         reply = client.xpending_range(
             part.stream, part.group, low, "+", count,
             consumername=consumer, idle=min_idle_ms or None,
@@ -111,6 +111,15 @@ def pending(
          "message_id": partitions.task_id(queue, index, str(row["message_id"]))}
         for _, index, row in rows[:count]
     ]  # fmt: skip
+
+
+def _cursor(queue: Queue, after: str) -> tuple[int, str]:
+    """A cursor's partition and entry ID; with P = 1 the ID as given (Redis judges
+    it, as it always did)."""
+    if queue.partitions == 1:
+        return 0, after
+    index, _, entry_id = partitions.locate(queue, after)
+    return index, entry_id
 
 
 def waiting(client: Client, queue: Queue, count: int) -> list[delayed.Waiting]:
