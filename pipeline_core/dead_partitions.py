@@ -63,7 +63,8 @@ def locate(queue: Queue, dead_id: str) -> tuple[int, Queue, str]:
         return partitions.locate(queue, dead_id)
     except InvalidTaskIdError:
         raise NoSuchDeadLetterError(
-            f"no dead letter {dead_id}: {QUALIFIED_RULE}"
+            f"no dead letter {dead_id}: {QUALIFIED_RULE}, partition 0 to "
+            f"{queue.partitions - 1}"
         ) from None
 
 
