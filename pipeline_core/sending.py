@@ -24,7 +24,7 @@ from redis import RedisError
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from pipeline_core import partitions, task_state
+from pipeline_core import all_partitions, partitions, task_state
 from pipeline_core.connection import (
     NO_RETRY,
     Client,
@@ -293,7 +293,7 @@ class TaskRef:
 
     def status(self) -> dict[str, Any]:
         """The same JSON as GET /tasks/<id>."""
-        return {**self._status().as_json(), "id": self.id}
+        return all_partitions.task_body(self.sender.queue, self.id, self._status())
 
     def result(self, timeout_s: float) -> Any:
         """The task's return value once it succeeded; raises TaskFailedError (dead),
