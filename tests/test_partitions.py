@@ -27,7 +27,8 @@ from pipeline_core.delayed import delayed_key, delayed_tasks_key
 from pipeline_core.env import SettingsError
 from pipeline_core.keys import Queue, queue_from_env, slot
 from pipeline_core.partitions import locate, of_key, parts, spread, task_id
-from pipeline_core.sending import Sender, SenderSettings, idempotency_record
+from pipeline_core.send_script import idempotency_record
+from pipeline_core.sending import Sender, SenderSettings
 from pipeline_core.task_state import InvalidTaskIdError
 from tests.conftest import eventually
 from tests.factories import FAST_CONSUMER, call, make_settings
