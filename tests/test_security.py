@@ -32,8 +32,7 @@ from tests.factories import drained, make_worker
 pytestmark = pytest.mark.timeout(90)
 
 ACL_DIR = ROOT / "k8s" / "base" / "redis-acl"
-USERS = ("dispatcher", "consumer", "keda", "operator", "producer", "replication",
-         "sentinel")  # fmt: skip
+USERS = ("dispatcher", "consumer", "operator", "producer", "replication", "sentinel")
 TOKEN = "tok-" + "7" * 28
 ADMIN = "admin-only-in-this-test"
 
@@ -173,10 +172,6 @@ MATRIX = [
     ("producer", "XDEL {tasks}:dead 1-0", False),
     ("producer", "XGROUP DELCONSUMER tasks workers c", False),
     ("producer", "HSET {tasks}:audit dead_deleted 1", False),
-    ("keda", "XINFO GROUPS tasks", True),
-    ("keda", "XPENDING tasks workers", True),
-    ("keda", "XADD tasks * a 1", False),
-    ("keda", "XRANGE tasks - +", False),
     ("operator", "XRANGE {tasks}:dead - +", True),
     ("operator", "XADD tasks * task demo payload {}", True),
     ("operator", "XGROUP DELCONSUMER tasks workers c", True),
