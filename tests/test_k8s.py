@@ -205,6 +205,15 @@ def test_every_shared_setting_is_used_and_what_the_code_needs_is_set() -> None:
         assert {"REDIS_URL", "REDIS_PASSWORD_FILE", "STREAM", "GROUP"} <= env
 
 
+def test_the_shared_config_sets_partitions_and_allows_changing_it() -> None:
+    """PARTITIONS is one shared setting: 1 as shipped, and the ConfigMap's other
+    values (no DEAD_LETTER_STREAM, a STREAM without a hash tag) let it be raised."""
+    assert config_values()["PARTITIONS"] == "1"
+    env = {"DISPATCH_TOKENS": "t" * 16, **config_values(), "PARTITIONS": "6"}
+    assert dispatcher_settings.from_env(env).queue.partitions == 6
+    assert consumer_settings.from_env(env).queue.partitions == 6
+
+
 def test_dispatcher_ports_and_probe_paths_match_the_app() -> None:
     spec = container(DOCS, "Deployment", "dispatcher")
     app = create_app(DispatcherSettings(), fakeredis.FakeRedis(decode_responses=True))
