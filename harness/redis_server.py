@@ -119,8 +119,13 @@ class LocalCluster:
             node.kill()
 
     def _ready(self) -> bool:
+        """Every node sees the cluster ok, and every replica is linked to its master
+        (until then WAIT cannot count it)."""
         for node in self.nodes:
             with node.client() as client:
                 if client.cluster("info").get("cluster_state") != "ok":
                     return False
+                info = client.info("replication")
+            if info["role"] == "slave" and info["master_link_status"] != "up":
+                return False
         return True
