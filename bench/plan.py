@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from bench import delayed, drain, fairness, keeper, measure, raw
+from bench import delayed, drain, fairness, keeper, measure, partitions, raw
 from bench.table import Row, Target
 from harness.processes import Service
 from pipeline_core.connection import RedisSettings
@@ -151,9 +151,14 @@ def delayed_figures(lab: Lab) -> dict[str, float]:
     return figures
 
 
+def partition_figures(lab: Lab) -> dict[str, float]:
+    """One queue over a local cluster, PARTITIONS 1, 3, 6 (bench/partitions.py)."""
+    return partitions.measure(lab.size.messages, lab.logs("partitions"))
+
+
 MEASUREMENTS: tuple[Callable[[Lab], dict[str, float]], ...] = (
     writes, sends, dispatches, drains, backlog, latencies, fairness_figures,
-    delayed_figures,
+    delayed_figures, partition_figures,
 )  # fmt: skip
 
 
@@ -169,7 +174,7 @@ def rows(size: Size) -> list[Row]:
     """The issue's table first (default settings throughout), then the rest."""
     return [
         *_drain_and_fairness_rows(size), *_issue_rows(size), *_time_rows(size),
-        *_other_rows(size),
+        *_other_rows(size), *partitions.rows(size.messages),
     ]  # fmt: skip
 
 

@@ -2,8 +2,9 @@
 a task by its ID, tasks waiting to be due.
 
 Reads the services' environment (REDIS_URL, REDIS_USERNAME, REDIS_PASSWORD(_FILE),
-STREAM, GROUP, DEAD_LETTER_STREAM, CLAIM_IDLE_MS) and, for `dispatch`, DISPATCHER_URL
-and DISPATCH_TOKEN(_FILE); beside `make run`, what it recorded in .run/pipeline.env.
+STREAM, GROUP, DEAD_LETTER_STREAM, PARTITIONS, CLAIM_IDLE_MS) and, for `dispatch`,
+DISPATCHER_URL and DISPATCH_TOKEN(_FILE); beside `make run`, what it recorded in
+.run/pipeline.env.
 Errors are one line on stderr and exit code 2.
 """
 

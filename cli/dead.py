@@ -1,4 +1,6 @@
-"""`pipeline dead list|show|replay|purge`: the dead-letter stream for people."""
+"""`pipeline dead list|show|replay|purge`: the dead-letter stream for people. With
+PARTITIONS > 1 every partition's, a dead letter's ID naming its partition
+(p<partition>-<entry ID>); a replay puts each back onto its own partition's stream."""
 
 import argparse
 import sys
@@ -8,7 +10,7 @@ from rich.console import Console
 
 from cli import output
 from cli.settings import CliError, Settings, connect_cli
-from pipeline_core import dead_letters
+from pipeline_core import dead_partitions
 from pipeline_core.connection import Client
 
 
@@ -40,7 +42,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     client = connect_cli(settings)
     if args.action == "show":
-        letter = dead_letters.show(client, settings.queue, args.id)
+        letter = dead_partitions.show(client, settings.queue, args.id)
         output.as_json(letter) if args.json else output.pretty_json(letter, console)
         return 0
     ids = getattr(args, "ids", None) or None
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
         raise CliError(
             f"say which dead letters to {args.action}: IDs, --task, --error or --all"
         )
-    chosen = dead_letters.letters(client, settings.queue, args.task, args.error, ids)
+    chosen = dead_partitions.letters(client, settings.queue, args.task, args.error, ids)
     if args.action == "list":
         return _list(chosen, args.json, console)
     if args.action == "replay":
@@ -69,18 +71,20 @@ def _list(chosen: list[dict[str, Any]], as_json: bool, console: Console) -> int:
 
 def _replay(client: Client, settings: Settings, chosen: list[dict[str, Any]],
             args: argparse.Namespace, console: Console) -> int:  # fmt: skip
-    stream = settings.queue.stream
+    stream = repr(settings.queue.stream)
+    if settings.queue.partitions > 1:
+        stream = "their partitions' streams"
     if args.dry_run:
         rows = [(d["dead_id"], d.get("task"), d.get("error", "")[:60]) for d in chosen]
-        output.table(f"Would replay {len(chosen)} onto {stream!r}",
+        output.table(f"Would replay {len(chosen)} onto {stream}",
                      ("dead ID", "task", "error"), rows, console)  # fmt: skip
         return 0
-    moved = dead_letters.replay(client, settings.queue, chosen)
+    moved = dead_partitions.replay(client, settings.queue, chosen)
     if args.json:
         output.as_json(moved)
     else:
         pairs = [(m["dead_id"], m["entry_id"]) for m in moved]
-        output.table(f"Replayed {len(moved)} onto {stream!r}",
+        output.table(f"Replayed {len(moved)} onto {stream}",
                      ("dead ID", "new entry ID"), pairs, console)  # fmt: skip
     return 0
 
@@ -99,7 +103,7 @@ def _purge(client: Client, settings: Settings, chosen: list[dict[str, Any]],
         if answer.strip().lower() not in ("y", "yes"):
             console.print("nothing deleted")
             return 1
-    removed = dead_letters.purge(client, settings.queue, chosen)
+    removed = dead_partitions.purge(client, settings.queue, chosen)
     if args.json:
         output.as_json({"purged": removed})
     else:

@@ -1,5 +1,6 @@
 """`pipeline delayed`: tasks waiting to be due, the earliest first: delayed dispatches
-(countdown, run_at) and retries waiting for their backoff (pipeline_core/delayed.py)."""
+(countdown, run_at) and retries waiting for their backoff (pipeline_core/delayed.py),
+of every partition (their task IDs p<partition>-<ID> with PARTITIONS > 1)."""
 
 import argparse
 from typing import Any
@@ -8,7 +9,7 @@ from rich.console import Console
 
 from cli import output
 from cli.settings import Settings, connect_cli
-from pipeline_core import delayed
+from pipeline_core import all_partitions, delayed
 from pipeline_core.connection import redis_now_ms
 
 
@@ -26,9 +27,10 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     client = connect_cli(settings)
     now_ms = redis_now_ms(client, settings.queue)  # Redis's clock
+    count = max(args.count, 1)
     rows = [
         _row(waiting, now_ms)
-        for waiting in delayed.waiting(client, settings.queue, max(args.count, 1))
+        for waiting in all_partitions.waiting(client, settings.queue, count)
     ]
     if args.json:
         output.as_json(rows)

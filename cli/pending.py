@@ -6,9 +6,10 @@ from typing import Any
 
 from rich.console import Console
 
-from cli import output
+from cli import output, partitioned
 from cli.settings import Settings, connect_cli
 from cli.status import require_group
+from pipeline_core import all_partitions
 from pipeline_core.connection import Client
 from pipeline_core.group_state import age_s, read_group_state
 
@@ -51,25 +52,26 @@ def pending(
     min_idle_ms: int,
     count: int,
 ) -> list[dict[str, Any]]:
-    """Pending entries, oldest first (one XPENDING range, never a full scan)."""
-    q = settings.queue
-    state = read_group_state(client, q)
-    require_group(state, settings)
-    rows = client.xpending_range(
-        q.stream, q.group, "-", "+", count,
-        consumername=consumer, idle=min_idle_ms or None,
-    )  # fmt: skip
-    return [_row(row, settings.claim_idle_ms, state.now_s) for row in rows]
+    """Pending entries, oldest first (one XPENDING range per partition, never a full
+    scan); with PARTITIONS > 1 every partition's, their IDs p<partition>-<entry ID>."""
+    states = []
+    for part in partitioned.settings_of(settings):
+        states.append(read_group_state(client, part.queue))
+        require_group(states[-1], part)
+    rows = all_partitions.pending(
+        client, settings.queue, count, consumer, (min_idle_ms, None)
+    )
+    now_s = max(state.now_s for state in states)
+    return [_row(row, settings.claim_idle_ms, now_s) for row in rows]
 
 
 def _row(row: dict[str, Any], claim_idle_ms: int, now_s: float) -> dict[str, Any]:
     idle_ms = int(row["time_since_delivered"])
-    entry_id = str(row["message_id"])
     return {
-        "entry_id": entry_id,
+        "entry_id": str(row["message_id"]),  # p<partition>-<entry ID> with PARTITIONS
         "consumer": str(row["consumer"]),
         "idle_s": idle_ms / 1000,
         "deliveries": int(row["times_delivered"]),
-        "age_s": age_s(entry_id, now_s),
+        "age_s": age_s(str(row["entry_id"]), now_s),
         "past_claim_idle": idle_ms >= claim_idle_ms,
     }

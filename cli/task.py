@@ -1,5 +1,6 @@
 """`pipeline task ID` shows what happened to a task; `pipeline task cancel ID` cancels
-one that has not started (pipeline_core/task_state.py)."""
+one that has not started (pipeline_core/task_state.py). With PARTITIONS > 1 the ID is
+p<partition>-<entry ID>, as /dispatch answered it."""
 
 import argparse
 import json
@@ -9,7 +10,7 @@ from rich.console import Console
 
 from cli import output
 from cli.settings import CliError, Settings, connect_cli
-from pipeline_core import task_state
+from pipeline_core import all_partitions
 from pipeline_core.task_state import InvalidTaskIdError
 
 
@@ -32,15 +33,12 @@ def run(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     task_id = words[-1]
     client = connect_cli(settings)
     try:
-        if cancelling:
-            found = task_state.cancel(client, settings.queue, task_id)
-        else:
-            found = task_state.status(client, settings.queue, task_id)
+        found = all_partitions.task(client, settings.queue, task_id, cancelling)
     except InvalidTaskIdError as error:
         raise CliError(str(error)) from None
     if found is None:
         raise CliError(f"no task {task_id} (unknown, or its record expired)")
-    body = found.as_json()
+    body = all_partitions.task_body(settings.queue, task_id, found)
     if args.json:
         output.as_json(body)
     else:

@@ -6,10 +6,12 @@ from consumer.api import configure, send_task, task_ref
 from consumer.errors import UnrecoverableError
 from consumer.tasks import Task, task
 from pipeline_core.payloads import PayloadError
-from pipeline_core.sending import (
+from pipeline_core.send_script import (
     BacklogFullError,
     IdempotencyConflictError,
     SendError,
+)
+from pipeline_core.sending import (
     SenderSettings,
     TaskCancelledError,
     TaskFailedError,

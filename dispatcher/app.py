@@ -17,7 +17,7 @@ from dispatcher.metrics import DispatcherMetrics
 from dispatcher.publisher import (
     NOT_CONFIRMED,
     PublishInterruptedError,
-    stream_ids_exhausted,
+    queue_ids_exhausted,
     unavailable_body,
     unreplicated_body,
 )
@@ -97,7 +97,7 @@ def _install_reads(
     def readyz() -> Answer:
         """Ready while Redis answers and entries can be added to the stream."""
         client.ping()  # a Redis error becomes a 503 in the handler
-        exhausted = stream_ids_exhausted(client, settings.queue.stream)
+        exhausted = queue_ids_exhausted(client, settings.queue)
         if exhausted:
             return {"status": "not ready", "reason": exhausted}, 503
         return {"status": "ready"}, 200

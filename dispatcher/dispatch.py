@@ -33,7 +33,7 @@ from dispatcher.validation import (
 from pipeline_core import partitions
 from pipeline_core.connection import Client
 from pipeline_core.keys import Queue
-from pipeline_core.sending import (
+from pipeline_core.send_script import (
     IDEMPOTENCY_KEY_RULE,
     BacklogFullError,
     IdempotencyConflictError,
@@ -185,7 +185,7 @@ KEY_REUSED = "this key came with another request (task or payloads) before"
 
 class Once:
     """A request with an Idempotency-Key: written at most once per key and token for
-    IDEMPOTENCY_TTL_S (pipeline_core.sending's script records the key with the
+    IDEMPOTENCY_TTL_S (pipeline_core.send_script records the key with the
     entries, atomically); a repeat gets the first answer, another body a 422."""
 
     def __init__(

@@ -4,8 +4,8 @@ Why here and not in the consumers: every deletion of dead letters by us is count
 hash consumers cannot write (pipeline_core.dead_letters), so a wipe with a stolen
 consumer password shows as dead letters gone beyond that count. Every
 HOUSEKEEPING_INTERVAL_S one dispatcher process, whichever takes the lock, trims (by
-Redis's clock: TIME inside the script). With no dispatcher running, dead letters are
-kept longer, never lost early.
+Redis's clock: TIME inside the script), each partition (PARTITIONS) under its own lock.
+With no dispatcher running, dead letters are kept longer, never lost early.
 """
 
 import logging
@@ -13,6 +13,7 @@ import threading
 
 import redis
 
+from pipeline_core import partitions
 from pipeline_core.connection import Client
 from pipeline_core.dead_letters import trim_by_age
 from pipeline_core.keys import Queue
@@ -37,6 +38,14 @@ def trim_once(client: Client, queue: Queue, max_age_s: int) -> int | None:
     return removed
 
 
+def trim_all(client: Client, queue: Queue, max_age_s: int) -> int:
+    """trim_once on every partition (each has its own lock, dead letters and count,
+    in its own slot); how many went in the partitions this call trimmed."""
+    return sum(
+        trim_once(client, part, max_age_s) or 0 for part in partitions.parts(queue)
+    )
+
+
 class Housekeeper:
     """Trims every HOUSEKEEPING_INTERVAL_S until `stopping` is set (a daemon thread of
     each dispatcher process); Redis errors are logged once per outage."""
@@ -55,7 +64,7 @@ class Housekeeper:
         failing = False
         while True:
             try:
-                trim_once(self.client, self.queue, self.max_age_s)
+                trim_all(self.client, self.queue, self.max_age_s)
                 failing = False
             except redis.RedisError:
                 if not failing:

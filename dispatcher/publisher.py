@@ -10,8 +10,10 @@ import redis
 from redis.client import Pipeline
 
 from dispatcher.errors import DispatcherError
+from pipeline_core import partitions
 from pipeline_core.connection import Client
 from pipeline_core.group_state import MAX_ID
+from pipeline_core.keys import Queue
 from pipeline_core.replication import (
     NotReplicatedError,
     Replicas,
@@ -160,3 +162,13 @@ def stream_ids_exhausted(client: Client, stream: str) -> str | None:
     return (
         f"{EXHAUSTED} ({last}): another producer wrote it" if last == MAX_ID else None
     )
+
+
+def queue_ids_exhausted(client: Client, queue: Queue) -> str | None:
+    """Why no entry can be added to one of the queue's streams (PARTITIONS: the
+    first such partition's, named), or None."""
+    for part in partitions.parts(queue):
+        why = stream_ids_exhausted(client, part.stream)
+        if why:
+            return why if queue.partitions == 1 else f"{part.stream!r}: {why}"
+    return None

@@ -26,7 +26,7 @@ from dispatcher.validation import DispatchRequest
 from pipeline_core import partitions
 from pipeline_core.keys import Queue
 from pipeline_core.replication import NotReplicatedError
-from pipeline_core.sending import Written
+from pipeline_core.send_script import Written
 
 Write = Callable[[Queue, DispatchRequest], Written]
 

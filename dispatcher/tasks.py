@@ -8,7 +8,7 @@ from dispatcher.errors import InvalidPayloadError
 from dispatcher.ratelimit import WindowLimiter
 from dispatcher.results import Answer, too_many_lookups
 from dispatcher.settings import Settings
-from pipeline_core import partitions, task_state
+from pipeline_core import all_partitions, partitions, task_state
 from pipeline_core.connection import Client
 from pipeline_core.keys import Queue
 from pipeline_core.task_state import TASK_ID_RULE, InvalidTaskIdError, TaskStatus
@@ -27,7 +27,7 @@ def install_tasks(
         found = _visible(client, settings, task_id)
         if found is None:
             return _not_found(task_id)
-        return {**found.as_json(), "id": task_id}, 200
+        return all_partitions.task_body(settings.queue, task_id, found), 200
 
     @app.delete("/tasks/<task_id>")
     def task_cancel(task_id: str) -> Answer:
@@ -38,17 +38,18 @@ def install_tasks(
             return _not_found(task_id)
         # Checked and cancelled in one script: it cannot start in between.
         queue, entry_id = _located(settings, task_id)
-        return _cancelled(task_state.cancel(client, queue, entry_id), task_id)
+        after = task_state.cancel(client, queue, entry_id)
+        return _cancelled(settings, after, task_id)
 
 
-def _cancelled(after: TaskStatus | None, task_id: str) -> Answer:
+def _cancelled(settings: Settings, after: TaskStatus | None, task_id: str) -> Answer:
     if after is None:
         return _not_found(task_id)  # its record expired meanwhile
     if not after.cancelled_now:
         body = {"error": "task not cancellable", "id": task_id, "state": after.state}
         rule = "only a queued, delayed or retrying task can be cancelled"
         return {**body, "rule": rule}, 409
-    return {**after.as_json(), "id": task_id}, 200
+    return all_partitions.task_body(settings.queue, task_id, after), 200
 
 
 def _visible(client: Client, settings: Settings, task_id: str) -> TaskStatus | None:

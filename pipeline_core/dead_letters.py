@@ -75,20 +75,28 @@ class NoSuchDeadLetterError(LookupError):
 
 
 def scan(
-    client: Client, stream: str, newest_first: bool = False, after: str | None = None
+    client: Client,
+    stream: str,
+    newest_first: bool = False,
+    after: str | None = None,
+    bounds: tuple[bool, int] = (False, PAGE),
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """Every entry of a stream, a page at a time (oldest first, or newest first),
-    starting just past the entry ID `after` when given (a cursor)."""
-    low, high = ("-", "+") if after is None else (f"({after}", f"({after}")
+    starting just past the entry ID `after` when given (a cursor). `bounds`: whether
+    the entry `after` itself comes first (the partitions' merge needs it), and how
+    many entries a reply carries."""
+    inclusive, size = bounds
+    start = f"{after}" if inclusive else f"({after}"
+    low, high = ("-", "+") if after is None else (start, start)
     while True:
         if newest_first:
             page = stream_entries(
-                client.xrevrange(stream, max=high, min="-", count=PAGE)
+                client.xrevrange(stream, max=high, min="-", count=size)
             )
         else:
-            page = stream_entries(client.xrange(stream, min=low, max="+", count=PAGE))
+            page = stream_entries(client.xrange(stream, min=low, max="+", count=size))
         yield from page
-        if len(page) < PAGE:
+        if len(page) < size:
             return
         low, high = f"({page[-1][0]}", f"({page[-1][0]}"
 

@@ -28,8 +28,10 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from pipeline_core.keys import Queue
 from pipeline_core.task_state import InvalidTaskIdError, check_task_id
+from pipeline_core.wire import ENTRY_ID
 
 QUALIFIED = re.compile(r"p(\d{1,2})-(\d+-\d+)")
+QUALIFIED_RULE = "must be p<partition>-<entry ID>, as /dispatch answered it"
 
 
 def parts(queue: Queue) -> tuple[Queue, ...]:
@@ -68,9 +70,21 @@ def locate(queue: Queue, given: str) -> tuple[int, Queue, str]:
         return 0, queue, check_task_id(given)
     found = QUALIFIED.fullmatch(given)
     if found is None or int(found[1]) >= queue.partitions:
-        raise InvalidTaskIdError(given)
+        raise InvalidTaskIdError(given, QUALIFIED_RULE)
     index = int(found[1])
     return index, parts(queue)[index], check_task_id(found[2])
+
+
+def is_id(queue: Queue, given: str) -> bool:
+    """Whether `given` has the form of this queue's IDs (of a task, a dead letter, a
+    pending entry): p<partition>-<entry ID> with P > 1, else an entry ID."""
+    if queue.partitions == 1:
+        return bool(ENTRY_ID.fullmatch(given))
+    try:
+        locate(queue, given)
+    except InvalidTaskIdError:
+        return False
+    return True
 
 
 def of_key(partition_key: str, count: int) -> int:

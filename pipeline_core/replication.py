@@ -5,8 +5,8 @@ WAIT n ms counts the replicas that have received every write *of its own connect
 the same connection: a WAIT sent on another pooled connection would measure that
 connection's older writes and could confirm what is not replicated. Here the write (a
 MULTI/EXEC of XADDs, or one script call) and WAIT go in one pipeline, which redis-py
-sends on one connection, in one round trip. Only the dispatcher waits (and it never
-retries a command, so a write is never sent twice to be waited for).
+sends on one connection, in one round trip. The dispatcher and Python's Sender wait
+(neither retries a command, so a write is never sent twice to be waited for).
 
 On a Redis Cluster the pipeline goes to the master that serves the written key's slot
 (one partition's keys share a slot), on that node's own connection pool: WAIT counts

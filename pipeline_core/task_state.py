@@ -190,8 +190,8 @@ return flat(f)
 class InvalidTaskIdError(ValueError):
     """A task ID that cannot be one (not <milliseconds>-<sequence>)."""
 
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"task ID {task_id!r} {TASK_ID_RULE}")
+    def __init__(self, task_id: str, rule: str = TASK_ID_RULE) -> None:
+        super().__init__(f"task ID {task_id!r} {rule}")
         self.task_id = task_id
 
 

@@ -78,10 +78,11 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """One local Redis Cluster (3 masters) for every cluster test of the run."""
+    """One local Redis Cluster (3 masters, each with a replica) for every cluster
+    test of the run."""
     require_tool("redis-cli", "redis-server")
     require_redis_server()
-    started = LocalCluster(tmp_path_factory.mktemp("cluster")).start()
+    started = LocalCluster(tmp_path_factory.mktemp("cluster"), replicas=1).start()
     yield started
     started.stop()
 

@@ -154,7 +154,9 @@ def test_worker_recreates_the_group_when_a_blocked_read_is_unblocked(
     worker = make_worker(r, ECHO, block_ms=5000, socket_timeout_s=10)
     thread = running(worker)
     try:
-        eventually(lambda: any(c["cmd"] == "xreadgroup" for c in r.client_list()))
+        # Blocked now (flag b), not between two reads: the delete must unblock it.
+        eventually(lambda: any(c["cmd"] == "xreadgroup" and "b" in c["flags"]
+                               for c in r.client_list()))  # fmt: skip
         r.delete(STREAM)  # under the blocked XREADGROUP: Redis answers UNBLOCKED
         eventually(lambda: worker.metrics.group_recreated._value.get() == 1)
         entry_id = add_entry(r, "echo", {"x": 1})

@@ -26,7 +26,7 @@ from tests.kube_play import PODS, Pod, plan, play, podman, remove_everything, re
 pytestmark = pytest.mark.timeout(600)
 
 TOOLS = ("podman", "runc", "catatonit", "debootstrap")
-ROLES = ("dispatcher", "consumer", "keda", "operator")
+ROLES = ("dispatcher", "consumer", "operator")
 TOKEN = "tok-" + "5" * 28
 
 

@@ -115,27 +115,32 @@ def test_kubectl_kustomize_renders_what_the_tests_check() -> None:
     assert names == {(d["kind"], d["metadata"]["name"]) for d in DOCS}
 
 
-def test_scaled_object_scales_the_consumers_on_the_group_lag() -> None:
+def test_scaled_object_scales_the_consumers_on_the_lag_summed_over_partitions() -> None:
     scaled = find(DOCS, "ScaledObject", "consumer")["spec"]
     assert scaled["scaleTargetRef"]["name"] == "consumer"
     find(DOCS, "Deployment", scaled["scaleTargetRef"]["name"])
     assert 1 <= scaled["minReplicaCount"] < scaled["maxReplicaCount"]
     [trigger] = scaled["triggers"]
-    assert trigger["type"] == "redis-streams"
+    assert trigger["type"] == "prometheus" and "authenticationRef" not in trigger
     meta = trigger["metadata"]
-    assert meta["address"].startswith("redis-svc.")
-    assert (meta["stream"], meta["consumerGroup"]) == (
-        config_values()["STREAM"],
-        config_values()["GROUP"],
+    assert meta["serverAddress"].startswith("http://")
+    # One total over the partitions (one trigger per partition would take the max),
+    # each partition counted once however many dispatcher pods export it, and only
+    # this namespace's pipeline.
+    namespace = yaml.safe_load((K8S / "kustomization.yaml").read_text())["namespace"]
+    assert meta["query"] == (
+        f'sum(max by (partition) (pipeline_group_lag{{namespace="{namespace}"}}))'
     )
-    assert int(meta["lagCount"]) > 0
-    auth = find(DOCS, "TriggerAuthentication", trigger["authenticationRef"]["name"])[
-        "spec"
-    ]
-    assert auth["secretTargetRef"] == [
-        {"parameter": "username", "name": "redis-passwords", "key": "keda-username"},
-        {"parameter": "password", "name": "redis-passwords", "key": "keda"},
-    ]
+    assert float(meta["threshold"]) > 0 and meta["ignoreNullValues"] == "false"
+    assert not [d for d in DOCS if d["kind"] == "TriggerAuthentication"]
+
+
+def test_the_hpa_variant_scales_on_the_same_sum() -> None:
+    text = (K8S / "hpa" / "hpa.yaml").read_text()
+    assert "sum(max by (partition) (<<.Series>>{<<.LabelMatchers>>}))" in text
+    hpa = find(load(K8S / "hpa"), "HorizontalPodAutoscaler", "consumer")
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["external"]["metric"]["name"] == "pipeline_group_lag"
 
 
 def test_monitors_select_the_ports_that_serve_metrics() -> None:
@@ -198,6 +203,15 @@ def test_every_shared_setting_is_used_and_what_the_code_needs_is_set() -> None:
     for name in SERVICES:
         env = {v["name"] for v in container(DOCS, "Deployment", name)["env"]}
         assert {"REDIS_URL", "REDIS_PASSWORD_FILE", "STREAM", "GROUP"} <= env
+
+
+def test_the_shared_config_sets_partitions_and_allows_changing_it() -> None:
+    """PARTITIONS is one shared setting: 1 as shipped, and the ConfigMap's other
+    values (no DEAD_LETTER_STREAM, a STREAM without a hash tag) let it be raised."""
+    assert config_values()["PARTITIONS"] == "1"
+    env = {"DISPATCH_TOKENS": "t" * 16, **config_values(), "PARTITIONS": "6"}
+    assert dispatcher_settings.from_env(env).queue.partitions == 6
+    assert consumer_settings.from_env(env).queue.partitions == 6
 
 
 def test_dispatcher_ports_and_probe_paths_match_the_app() -> None:
@@ -287,17 +301,14 @@ def test_redis_persists_every_write_never_evicts_and_needs_a_password() -> None:
     assert config_values()["REDIS_URL"] == "redis://redis-svc:6379/0"
 
 
-def test_only_the_services_and_keda_reach_redis() -> None:
+def test_only_the_services_reach_redis() -> None:
     policy = find(DOCS, "NetworkPolicy", "redis-ingress")["spec"]
     [rule] = policy["ingress"]
-    [pods, namespace] = rule["from"]
+    [pods] = rule["from"]  # KEDA reads the lag from Prometheus, never from Redis
     assert pods["podSelector"]["matchExpressions"][0]["values"] == [
         "dispatcher",
         "consumer",
     ]
-    assert namespace["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "keda"
-    }
     assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
     dispatcher = find(DOCS, "NetworkPolicy", "dispatcher-ingress")["spec"]["ingress"]
     assert dispatcher == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]

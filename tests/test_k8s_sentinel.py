@@ -1,6 +1,6 @@
 """The Sentinel component (k8s/sentinel/): Redis with replicas and three Sentinels as
 StatefulSets. Validated offline as kustomize renders it onto k8s/ (schemas, the
-services' and KEDA's settings against the Sentinels it runs, the restricted profile,
+services' settings against the Sentinels it runs, the restricted profile,
 checkov); its start-up scripts run against stand-in commands, and its ACL users for
 replication and Sentinel carry a real forced failover."""
 
@@ -72,8 +72,8 @@ def test_the_component_renders_valid_objects_onto_k8s_and_k8s_hpa(
     for doc in rendered:
         if doc["kind"] in BUILT_IN:
             kubernetes_validate.validate(doc, "1.31", strict=True)
-    without_keda = render(K8S / "hpa", tmp_path)  # KEDA's patches find nothing there
-    assert find(without_keda, "StatefulSet", "sentinel")
+    on_hpa = render(K8S / "hpa", tmp_path)
+    assert find(on_hpa, "StatefulSet", "sentinel")
     assert find(rendered, "StatefulSet", "redis")["spec"]["replicas"] == 3
     sentinels = find(rendered, "StatefulSet", "sentinel")["spec"]
     assert sentinels["replicas"] == 3
@@ -141,21 +141,6 @@ def test_every_setting_the_component_adds_is_used(rendered: list[Doc]) -> None:
     env = pod_spec(rendered, "Deployment", "dispatcher")["containers"][0]["env"]
     assert {"name": "MIN_REPLICAS_ACKED", "valueFrom": {"configMapKeyRef": {
         "name": "pipeline-config", "key": "MIN_REPLICAS_ACKED"}}} in env  # fmt: skip
-
-
-def test_keda_reads_the_lag_from_the_master_the_sentinels_name(
-    rendered: list[Doc],
-) -> None:
-    [trigger] = find(rendered, "ScaledObject", "consumer")["spec"]["triggers"]
-    config = find(rendered, "ConfigMap", "pipeline-config")["data"]
-    assert trigger["type"] == "redis-sentinel-streams"
-    meta = trigger["metadata"]
-    assert "address" not in meta
-    assert meta["addresses"] == config["REDIS_SENTINELS"]
-    assert meta["sentinelMaster"] == config["REDIS_SENTINEL_MASTER"]
-    auth = find(rendered, "TriggerAuthentication", "redis-auth")["spec"]
-    assert {"parameter": "sentinelPassword", "name": "redis-passwords",
-            "key": "sentinel-clients"} in auth["secretTargetRef"]  # fmt: skip
 
 
 def test_each_redis_pod_starts_with_the_role_its_init_container_chose(

@@ -81,15 +81,6 @@ def test_services_reach_redis_over_tls_trusting_the_ca_alone(
     }  # never Redis's private key
 
 
-def test_keda_reads_the_group_over_tls(rendered: list[Doc]) -> None:
-    [trigger] = find(rendered, "ScaledObject", "consumer")["spec"]["triggers"]
-    assert trigger["metadata"]["enableTLS"] == "true"
-    auth = find(rendered, "TriggerAuthentication", "redis-auth")["spec"]
-    assert {"parameter": "ca", "name": "redis-tls", "key": "ca.crt"} in auth[
-        "secretTargetRef"
-    ]
-
-
 def test_the_ingress_serves_the_api_and_console_over_https_only(
     rendered: list[Doc],
 ) -> None:

@@ -72,6 +72,93 @@ def test_dashboard_has_the_panels_operators_need() -> None:
         assert needed in titles
 
 
+# The dispatcher's queue gauges, per partition (PARTITIONS=2 here), and the queue's
+# figure a panel must show: the sum over partitions, or the largest for ages and
+# consumers (every consumer is in every partition's group).
+QUEUE_GAUGES = {
+    "pipeline_group_lag": ((5, 7), 12),
+    "pipeline_group_pending": ((1, 2), 3),
+    "pipeline_dead_letter_length": ((0, 4), 4),
+    "pipeline_oldest_undelivered_age_seconds": ((30, 90), 90),
+    "pipeline_oldest_pending_age_seconds": ((10, 20), 20),
+    "pipeline_group_consumers_active": ((2, 3), 3),
+    "pipeline_group_consumers": ((3, 3), 3),
+}
+BY_PARTITION = "Lag by partition"
+
+
+def _series(partitioned: bool) -> list[dict[str, str]]:
+    """Each gauge as two dispatcher pods export it (the same figures, read from the
+    same Redis): with a `partition` label, or none (PARTITIONS=1, partition 0's)."""
+    gauges = [(name, "", values) for name, (values, _) in QUEUE_GAUGES.items()]
+    gauges += [("pipeline_consumer_pending", ',consumer="c1"', (1, 1)),
+               ("pipeline_consumer_pending", ',consumer="c2"', (0, 1))]  # fmt: skip
+    return [
+        {"series": f'{name}{{instance="{pod}"{labels}{_label(index, partitioned)}}}',
+         "values": f"{value}x2"}
+        for pod in ("a", "b")
+        for name, labels, values in gauges
+        for index, value in enumerate(values if partitioned else values[:1])
+    ]  # fmt: skip
+
+
+def _label(index: int, partitioned: bool) -> str:
+    return f',partition="{index}"' if partitioned else ""
+
+
+def _expected(title: str, expr: str, partitioned: bool) -> list[dict[str, object]]:
+    """The samples a queue panel's query must give for _series(partitioned)."""
+    if title == BY_PARTITION:
+        lags = QUEUE_GAUGES["pipeline_group_lag"][0]
+        if not partitioned:
+            return [{"labels": "{}", "value": lags[0]}]
+        return [
+            {"labels": f'{{partition="{i}"}}', "value": v} for i, v in enumerate(lags)
+        ]
+    if "pipeline_consumer_pending" in expr:
+        totals = {"c1": 2, "c2": 1} if partitioned else {"c1": 1, "c2": 0}
+        return [
+            {"labels": f'{{consumer="{c}"}}', "value": v} for c, v in totals.items()
+        ]
+    [name] = [n for n in QUEUE_GAUGES if re.search(rf"\b{n}\b", expr)]
+    values, total = QUEUE_GAUGES[name]
+    return [{"labels": "{}", "value": total if partitioned else values[0]}]
+
+
+def test_dashboard_queue_panels_show_the_queues_figures_with_partitions_or_not(
+    tmp_path: Path,
+) -> None:
+    """Every query on a queue gauge, evaluated by promtool over series of two
+    dispatcher pods, with PARTITIONS=2 and with PARTITIONS=1 (no label)."""
+    promtool = require_tool("promtool", "prometheus")
+    gauges = "|".join([*QUEUE_GAUGES, "pipeline_consumer_pending"])
+    queries = [(t, e) for t, e in panel_targets() if re.search(rf"\b({gauges})\b", e)]
+    assert len(queries) == 9, queries  # a new queue panel needs its expected figure
+    tests = [
+        {"interval": "1m", "input_series": _series(partitioned),
+         "promql_expr_test": [
+             {"expr": expr, "eval_time": "1m",
+              "exp_samples": _expected(title, expr, partitioned)}
+             for title, expr in queries
+         ]}
+        for partitioned in (True, False)
+    ]  # fmt: skip
+    path = tmp_path / "dashboard_test.yml"
+    path.write_text(yaml.safe_dump({"rule_files": [], "tests": tests}))
+    done = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dashboard_shows_the_lag_of_each_partition() -> None:
+    [panel] = [p for p in dashboard()["panels"] if p["title"] == BY_PARTITION]
+    [target] = panel["targets"]
+    assert target["expr"] == "max by (partition) (pipeline_group_lag)"
+    assert "{{partition}}" in target["legendFormat"]
+    assert panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "none"
+
+
 def test_provisioning_points_grafana_at_the_dashboards_folder() -> None:
     provider = yaml.safe_load(
         (ROOT / "grafana" / "provisioning" / "dashboards" / "pipeline.yaml").read_text()

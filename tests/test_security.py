@@ -21,6 +21,8 @@ from dispatcher.settings import Settings
 from harness.processes import ROOT, Service, free_port, http_ok
 from harness.redis_server import RedisServer
 from pipeline_core.connection import RedisSettings
+from pipeline_core.keys import Queue
+from pipeline_core.partitions import parts
 from pipeline_core.sending import Sender, SenderSettings
 from pipeline_core.timing import make_timing
 from pipeline_core.wire import stream_entries
@@ -30,8 +32,7 @@ from tests.factories import drained, make_worker
 pytestmark = pytest.mark.timeout(90)
 
 ACL_DIR = ROOT / "k8s" / "base" / "redis-acl"
-USERS = ("dispatcher", "consumer", "keda", "operator", "producer", "replication",
-         "sentinel")  # fmt: skip
+USERS = ("dispatcher", "consumer", "operator", "producer", "replication", "sentinel")
 TOKEN = "tok-" + "7" * 28
 ADMIN = "admin-only-in-this-test"
 
@@ -171,10 +172,6 @@ MATRIX = [
     ("producer", "XDEL {tasks}:dead 1-0", False),
     ("producer", "XGROUP DELCONSUMER tasks workers c", False),
     ("producer", "HSET {tasks}:audit dead_deleted 1", False),
-    ("keda", "XINFO GROUPS tasks", True),
-    ("keda", "XPENDING tasks workers", True),
-    ("keda", "XADD tasks * a 1", False),
-    ("keda", "XRANGE tasks - +", False),
     ("operator", "XRANGE {tasks}:dead - +", True),
     ("operator", "XADD tasks * task demo payload {}", True),
     ("operator", "XGROUP DELCONSUMER tasks workers c", True),
@@ -201,6 +198,35 @@ MATRIX = [
     ("sentinel", "XRANGE tasks - +", False),
     ("sentinel", "CONFIG SET appendonly no", False),
     ("sentinel", "FLUSHALL", False),
+    # PARTITIONS: each partition's keys carry its own tag, {tasks:<i>} or
+    # {tasks:<i>.<n>} (docs/partitions.md), with the rights of the one-stream queue's
+    # keys; nothing beyond ({tasks:x} is no partition, {tasks:0}:other no key of one).
+    ("dispatcher", "XADD {tasks:0.20} * task demo payload {}", True),
+    (
+        "dispatcher",
+        "EVALSHA 0 2 {tasks:3.2} {tasks:3.2}:idem:ab workers 10 1000 h",
+        True,
+    ),
+    ("dispatcher", "XLEN {tasks:12.446}:dead", True),
+    ("dispatcher", "XADD {tasks:0.20}:dead * a 1", False),
+    ("dispatcher", "HSET {tasks:3.2}:results:1 1-0 forged", False),
+    ("dispatcher", "XREADGROUP GROUP workers c COUNT 1 STREAMS {tasks:3.2} >", False),
+    ("dispatcher", "XADD {tasks:x} * task demo payload {}", False),
+    ("dispatcher", "HSET {tasks:0}:other a b", False),
+    ("consumer", "XREADGROUP GROUP workers c COUNT 1 STREAMS {tasks:0.20} >", True),
+    ("consumer", "EVALSHA 0 2 {tasks:0.20} {tasks:0.20}:dead workers 1-0", True),
+    ("consumer", "HSET {tasks:3.2}:results:1 1-0 x", True),
+    ("consumer", "XTRIM {tasks:0.20}:dead MAXLEN 0", False),
+    ("consumer", "HSET {tasks:3.2}:idem:ab ids 1-0", False),
+    ("consumer", "XADD {tasks:x}:dead * a 1", False),
+    ("consumer", "XADD {other:0} * a 1", False),
+    ("consumer", "XADD tasks:0 * a 1", False),
+    (
+        "producer",
+        "EVALSHA 0 2 {tasks:5.19} {tasks:5.19}:idem:ab workers 10 1000 h",
+        True,
+    ),
+    ("producer", "XACK {tasks:5.19} workers 1-0", False),
 ]
 
 
@@ -318,15 +344,21 @@ def refused_before_the_body(port: int) -> bool:
         return connection.recv(64).startswith(b"HTTP/1.1 401")
 
 
+def secret_files(tmp_path: Path, secrets: dict[str, str]) -> Path:
+    """A directory holding each secret in a file of its name, as Secrets are mounted."""
+    files = tmp_path / "files"
+    files.mkdir()
+    for name, value in secrets.items():
+        (files / name).write_text(value + "\n")
+    return files
+
+
 def test_services_work_end_to_end_with_their_own_users_and_leak_no_secret(
     acl_redis: tuple[RedisServer, dict[str, str]], tmp_path: Path
 ) -> None:
     server, passwords = acl_redis
     secrets = {**passwords, "token": TOKEN}
-    files = tmp_path / "files"
-    files.mkdir()
-    for name, value in secrets.items():
-        (files / name).write_text(value + "\n")
+    files = secret_files(tmp_path, secrets)
     port, metrics_port = free_port(), free_port()
     common = {"REDIS_URL": server.url, "LOG_LEVEL": "DEBUG"}
     dispatcher = Service("dispatcher", common | {
@@ -402,6 +434,91 @@ def test_services_work_end_to_end_with_their_own_users_and_leak_no_secret(
         assert not any(secret in output for output in outputs), (
             f"the {name} secret leaked"
         )
+
+
+def test_a_partitioned_queue_works_with_the_same_users_and_no_more(
+    acl_redis: tuple[RedisServer, dict[str, str]], tmp_path: Path
+) -> None:
+    """PARTITIONS=3: the dispatcher, a consumer and a Python producer, each with its
+    own user, on every partition's keys ({tasks:<i>...}); keys beside them refused."""
+    server, passwords = acl_redis
+    files = secret_files(tmp_path, {**passwords, "token": TOKEN})
+    port = free_port()
+    common = {"REDIS_URL": server.url, "PARTITIONS": "3", "LOG_LEVEL": "DEBUG"}
+    dispatcher = Service("dispatcher", common | {
+        "PORT": str(port), "HOST": "127.0.0.1", "REDIS_USERNAME": "dispatcher",
+        "REDIS_PASSWORD_FILE": str(files / "dispatcher"), "DISPATCH_TOKENS": TOKEN,
+    }, tmp_path / "dispatcher.log")  # fmt: skip
+    consumer = Service("consumer", common | {
+        "REDIS_USERNAME": "consumer", "REDIS_PASSWORD_FILE": str(files / "consumer"),
+        "METRICS_PORT": "0", "TASK_MODULES": "tests.e2e_tasks", "MAX_DELIVERIES": "1",
+    }, tmp_path / "consumer.log")  # fmt: skip
+    queues = parts(Queue(partitions=3))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: http_ok(f"{base}/healthz"), timeout_s=30)
+        status, body = post(f"{base}/dispatch", {"num_messages": 6}, TOKEN)
+        assert status == 202 and sorted(json.loads(body)["partitions"]) == [
+            0,
+            0,
+            1,
+            1,
+            2,
+            2,
+        ]
+        assert (
+            post(f"{base}/dispatch", {"task": "explode", "payloads": [{}]}, TOKEN)[0]
+            == 202
+        )
+        status, later = post(
+            f"{base}/dispatch", {"num_messages": 1, "countdown": 0.2}, TOKEN
+        )
+        assert status == 202, later
+        [later_id] = json.loads(later)["task_ids"]
+        eventually(lambda: task_state(f"{base}/tasks/{later_id}") == "succeeded",
+                   timeout_s=30)  # fmt: skip
+        with as_user(server, "admin", ADMIN) as admin:
+            eventually(lambda: sum(_read(admin, q.stream) for q in queues) == 8,
+                       timeout_s=30)  # fmt: skip
+            assert sum(admin.xlen(q.dead_letter_stream) for q in queues) == 1
+        task_id = json.loads(body)["task_ids"][0]
+        assert task_state(f"{base}/tasks/{task_id}") == "succeeded"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+            metrics = answer.read().decode()
+        assert "pipeline_stream_state_up 1.0" in metrics
+        assert 'pipeline_group_lag{partition="2"} 0.0' in metrics
+        with as_user(server, "consumer", passwords["consumer"]) as other:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                other.xadd("{tasks:x}:dead", {"forged": "dead letter"})
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                other.xtrim(queues[1].dead_letter_stream, maxlen=0)
+    finally:
+        dispatcher.stop()
+        consumer.stop()
+    settings = SenderSettings(
+        redis=RedisSettings(url=server.url, username="producer",
+                            password=passwords["producer"]),
+        queue=Queue(partitions=3),
+    )  # fmt: skip
+    sender = Sender(settings)
+    try:
+        refs = sender.send_many("demo", [{"n": n} for n in range(3)])
+        assert {ref.id[:3] for ref in refs} == {"p0-", "p1-", "p2-"}
+        assert refs[0].status()["state"] == "queued"
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            sender.client.hset("{tasks:0}:other", "a", "b")
+    finally:
+        sender.close()
+    for log in (dispatcher.log_text(), consumer.log_text()):
+        assert "noperm" not in log.lower()  # NOPERM, NoPermissionError, reason
+
+
+def _read(client: redis.Redis, stream: str) -> int:
+    """Entries the group finished on `stream` (-1 while any is pending)."""
+    groups = client.xinfo_groups(stream) if client.exists(stream) else []
+    if not groups:
+        return 0
+    return -1 if groups[0]["pending"] else int(groups[0]["entries-read"] or 0)
 
 
 def make_certificates(directory: Path) -> dict[str, Path]:

@@ -29,7 +29,9 @@ from harness.sentinel import DOWN_AFTER_MS, MASTER_NAME, LocalSentinel
 from harness.stack import Stack
 from pipeline_core.connection import RedisSettings, redis_from_env
 from pipeline_core.env import SettingsError
-from pipeline_core.replication import Replicas
+from pipeline_core.replication import NotReplicatedError, Replicas
+from pipeline_core.sending import Sender, SenderSettings, replicas_from_env
+from pipeline_core.timing import Timing
 from tests.conftest import eventually, require_redis_server
 from tests.factories import QUEUE, STREAM
 
@@ -227,6 +229,46 @@ def test_a_retry_with_the_same_key_replays_only_once_replicas_confirm(
     assert master.xlen(STREAM) == 2
     metrics = three.get("/metrics").get_data(as_text=True)
     assert "dispatcher_unreplicated_writes_total 2.0" in metrics
+
+
+def test_python_sends_return_only_once_replicas_confirm_them(
+    topology: LocalSentinel, master: redis.Redis
+) -> None:
+    """Sender with MIN_REPLICAS_ACKED: each way it writes (one XADD, a MULTI, the send
+    script with a key or a due time, a replay) waits on its own connection."""
+
+    def sender(count: int) -> Sender:
+        redis_settings = sentinel_settings(topology)
+        return Sender(
+            SenderSettings(redis=redis_settings, replicas=Replicas(count, 100))
+        )
+
+    in_a_minute = Timing(in_ms=60_000)
+    sends: list[tuple[list[dict[str, int]], dict[str, Any]]] = [
+        ([{"n": 1}], {}), ([{"n": 1}, {"n": 2}], {}),
+        ([{"n": 1}], {"idempotency_key": "k"}), ([{"n": 1}], {"timing": in_a_minute}),
+    ]  # fmt: skip
+    two, three = sender(2), sender(3)
+    try:
+        for payloads, options in sends:
+            assert len(two.send_many("demo", payloads, **options)) == len(payloads)
+            master.flushall()
+            with pytest.raises(NotReplicatedError) as refused:
+                three.send_many("demo", payloads, **options)
+            assert len(refused.value.entry_ids) == len(payloads)  # written, unconfirmed
+        written: list[str] = []
+        for _ in range(2):  # a key's replay waits again
+            with pytest.raises(NotReplicatedError) as replay:
+                three.send_many("demo", [{"n": 1}], idempotency_key="again")
+            written = written or replay.value.entry_ids
+            assert replay.value.entry_ids == written and master.xlen(STREAM) == 1
+        confirmed = two.send_many("demo", [{"n": 1}], idempotency_key="again")
+        assert [ref.id for ref in confirmed] == written
+    finally:
+        two.close()
+        three.close()
+    assert replicas_from_env({"MIN_REPLICAS_ACKED": "2"}) == Replicas(2, 1000)
+    assert replicas_from_env({}) is None
 
 
 @dataclass

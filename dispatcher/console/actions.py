@@ -2,7 +2,8 @@
 POST carrying the session's CSRF token (checked by signin.refusal), from an operator;
 the first POST shows what would happen, the confirmed one does it, logs who did what
 to how many, and sends back to the list (POST-redirect-GET: a reload repeats
-nothing). The work itself is pipeline_core's, exactly as `pipeline` does it."""
+nothing). The work itself is pipeline_core's, exactly as `pipeline` does it, over
+every partition with PARTITIONS > 1 (a dead letter's ID: p<partition>-<entry ID>)."""
 
 import logging
 from typing import Any
@@ -14,9 +15,9 @@ from dispatcher.console import data
 from dispatcher.console.pages import PRUNE_IDLE_MS, dead_filter
 from dispatcher.console.views import render
 from dispatcher.settings import Settings
-from pipeline_core import consumers, dead_letters
+from pipeline_core import all_partitions, dead_partitions, partitions
 from pipeline_core.connection import Client
-from pipeline_core.wire import ENTRY_ID
+from pipeline_core.keys import Queue
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,9 @@ def _install_dead_actions(
         chosen = _chosen_letters(client, settings)
         if not _confirmed():
             return _confirm("replay", chosen)
-        moved = dead_letters.replay(client, queue, chosen.letters)
+        moved = dead_partitions.replay(client, queue, chosen.letters)
         _log("replay", len(moved), len(chosen.letters))
-        flash(_replayed(moved, queue.stream))
+        flash(_replayed(moved, queue))
         return _back("replay", chosen, len(chosen.letters) - len(moved))
 
     @console.post("/dead/purge")
@@ -49,7 +50,7 @@ def _install_dead_actions(
         chosen = _chosen_letters(client, settings)
         if not _confirmed():
             return _confirm("purge", chosen)
-        removed = dead_letters.purge(client, queue, chosen.letters)
+        removed = dead_partitions.purge(client, queue, chosen.letters)
         _log("purge", removed, len(chosen.letters))
         flash(f"Purged {removed} dead letters for good.")
         return _back("purge", chosen, len(chosen.letters) - removed)
@@ -64,7 +65,7 @@ def _install_prune(console: Blueprint, settings: Settings, client: Client) -> No
         if not _confirmed():
             back = url_for("console.consumers_page")
             return render("confirm", action="prune", consumer=name, back=back)
-        pruned = consumers.prune(client, settings.queue, [name], PRUNE_IDLE_MS)
+        pruned = all_partitions.prune(client, settings.queue, [name], PRUNE_IDLE_MS)
         _log("prune", len(pruned), 1, consumer=name)
         if pruned:
             flash(f"Pruned consumer {name!r}.")
@@ -77,17 +78,18 @@ def _chosen_letters(client: Client, settings: Settings) -> data.Chosen:
     """The dead letters a form names: by ID (ticked boxes, one letter's page), or
     every letter matching its filter (scope=matching; no filter: all), from its
     cursor `after` on."""
-    ids = [i for i in request.form.getlist("ids") if ENTRY_ID.fullmatch(i)]
+    queue = settings.queue
+    ids = [i for i in request.form.getlist("ids") if partitions.is_id(queue, i)]
     if ids:
         # replay and purge skip letters gone meanwhile: nothing to read first
         return data.Chosen([{"dead_id": i} for i in ids[: data.ACTION_LIMIT]])
     if request.form.get("scope") != "matching":
         abort(400, "Say which dead letters: tick some, or act on every match.")
     after = request.form.get("after") or None
-    if after is not None and not ENTRY_ID.fullmatch(after):
+    if after is not None and not partitions.is_id(queue, after):
         abort(400, "after must be an entry ID")
     wanted = dead_filter(request.form)
-    return data.matching_letters(client, settings.queue, wanted, after)
+    return data.matching_letters(client, queue, wanted, after)
 
 
 def _confirmed() -> bool:
@@ -116,10 +118,11 @@ def _back(action: str, chosen: data.Chosen, gone: int) -> BaseResponse:
     return redirect(url_for("console.dead", **wanted), 303)
 
 
-def _replayed(moved: list[dict[str, str]], stream: str) -> str:
+def _replayed(moved: list[dict[str, str]], queue: Queue) -> str:
     shown = ", ".join(m["entry_id"] for m in moved[:SHOWN_IDS])
     more = ", …" if moved[SHOWN_IDS:] else ""
-    return f"Replayed {len(moved)} onto {stream!r} as new entries: {shown}{more}."
+    onto = repr(queue.stream) if queue.partitions == 1 else "their partitions' streams"
+    return f"Replayed {len(moved)} onto {onto} as new entries: {shown}{more}."
 
 
 def _log(action: str, count: int, chosen: int, **facts: Any) -> None:

@@ -1,17 +1,17 @@
 """What the console's pages read, in pages that stay fast on a million entries:
 pending entries by XPENDING ranges from an exclusive cursor, dead letters by XREVRANGE
-ranges, and filtered dead letters by a scan with a bounded budget per page."""
+ranges, and filtered dead letters by a scan with a bounded budget per page. With
+PARTITIONS > 1 every partition's, merged, their IDs (and cursors) p<i>-<entry ID>."""
 
 import itertools
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline_core import dead_letters
+from pipeline_core import all_partitions, dead_letters, dead_partitions
 from pipeline_core.connection import Client
 from pipeline_core.group_state import age_s
 from pipeline_core.keys import Queue
-from pipeline_core.wire import stream_entries
 
 PAGE_SIZE = 50
 # A filtered page examines at most this many dead letters, newest first; when the
@@ -70,12 +70,10 @@ def pending_page(
     after: str | None,
     claim_idle_ms: int,
 ) -> PendingPage:
-    """Pending entries, oldest first: one XPENDING range (one more than a page, to
-    know whether another page follows), never a scan of the whole list."""
-    low = f"({after}" if after else "-"
-    reply = client.xpending_range(
-        queue.stream, queue.group, low, "+", PAGE_SIZE + 1, consumername=consumer
-    )
+    """Pending entries, oldest first: one XPENDING range per partition (one more than
+    a page, to know whether another page follows), never a scan of the whole list.
+    With PARTITIONS > 1 the IDs, and so the cursor `after`, are p<i>-<entry ID>."""
+    reply = all_partitions.pending(client, queue, PAGE_SIZE + 1, consumer, (0, after))
     now_s = time.time()  # ages for people: our clock, a page at a time
     rows = [_pending_row(row, claim_idle_ms, now_s) for row in reply[:PAGE_SIZE]]
     more = len(reply) > PAGE_SIZE
@@ -83,10 +81,11 @@ def pending_page(
 
 
 def _pending_row(row: dict[str, Any], claim_idle_ms: int, now_s: float) -> PendingRow:
-    idle_ms, entry_id = int(row["time_since_delivered"]), str(row["message_id"])
+    idle_ms = int(row["time_since_delivered"])
     return PendingRow(
-        entry_id=entry_id, consumer=str(row["consumer"]), idle_s=idle_ms / 1000,
-        deliveries=int(row["times_delivered"]), age_s=age_s(entry_id, now_s),
+        entry_id=str(row["message_id"]), consumer=str(row["consumer"]),
+        idle_s=idle_ms / 1000, deliveries=int(row["times_delivered"]),
+        age_s=age_s(str(row["entry_id"]), now_s),
         claimable=idle_ms >= claim_idle_ms,
     )  # fmt: skip
 
@@ -97,12 +96,8 @@ def dead_page(
     """Dead letters newest first, from just older than `after`."""
     if wanted.active:
         return _filtered_page(client, queue, wanted, after)
-    high = f"({after}" if after else "+"
-    found = stream_entries(
-        client.xrevrange(
-            queue.dead_letter_stream, max=high, min="-", count=PAGE_SIZE + 1
-        )
-    )
+    newest = dead_partitions.scan(client, queue, True, after, PAGE_SIZE + 1)
+    found = list(itertools.islice(newest, PAGE_SIZE + 1))
     letters = [{"dead_id": dead_id, **fields} for dead_id, fields in found[:PAGE_SIZE]]
     more = len(found) > PAGE_SIZE
     return DeadPage(letters, letters[-1]["dead_id"] if more else None, len(letters))
@@ -111,7 +106,7 @@ def dead_page(
 def _filtered_page(
     client: Client, queue: Queue, wanted: DeadFilter, after: str | None
 ) -> DeadPage:
-    scan = dead_letters.scan(client, queue.dead_letter_stream, True, after)
+    scan = dead_partitions.scan(client, queue, True, after)
     letters: list[dict[str, str]] = []
     examined, last = 0, after
     for dead_id, fields in itertools.islice(scan, SCAN_BUDGET):
@@ -135,7 +130,7 @@ def matching_letters(
 ) -> Chosen:
     """Dead letters matching, oldest first (the order they failed in), from just
     past `after`, within ACTION_LIMIT and ACTION_SCAN_BUDGET."""
-    scan = dead_letters.scan(client, queue.dead_letter_stream, after=after)
+    scan = dead_partitions.scan(client, queue, after=after)
     letters: list[dict[str, Any]] = []
     examined, last = 0, after
     for dead_id, fields in itertools.islice(scan, ACTION_SCAN_BUDGET):

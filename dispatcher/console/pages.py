@@ -1,6 +1,7 @@
 """The console's pages (GET only): overview, consumers, pending entries, dead letters
 and one dead letter, and the chart's JSON. Every number of the group comes from the
-one reading of its state, pipeline_core.group_state.read_group_state."""
+one reading of its state, pipeline_core.group_state.read_group_state, per partition
+and totalled (pipeline_core.all_partitions) with PARTITIONS > 1."""
 
 import json
 import logging
@@ -15,10 +16,10 @@ from dispatcher.console import data, stats
 from dispatcher.console.views import render
 from dispatcher.settings import Settings
 from dispatcher.stream_state import ACTIVE_WITHIN_S
-from pipeline_core import consumers, dead_letters
+from pipeline_core import all_partitions, consumers, dead_partitions, partitions
 from pipeline_core.connection import Client
-from pipeline_core.group_state import read_group_state
-from pipeline_core.wire import ENTRY_ID
+from pipeline_core.dead_letters import NoSuchDeadLetterError
+from pipeline_core.keys import Queue
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,13 @@ log = logging.getLogger(__name__)
 PRUNE_IDLE_MS = 3_600_000
 
 
-def cursor(name: str) -> str | None:
-    """An entry-ID cursor from the query string; anything else is refused."""
+def cursor(name: str, queue: Queue) -> str | None:
+    """An entry-ID cursor from the query string (with PARTITIONS > 1, partition-
+    qualified: p<partition>-<entry ID>); anything else is refused."""
     value = request.args.get(name) or None
-    if value is not None and not ENTRY_ID.fullmatch(value):
-        abort(400, f"{name} must be an entry ID such as 1700000000000-0")
+    if value is not None and not partitions.is_id(queue, value):
+        example = "1700000000000-0" if queue.partitions == 1 else "p0-1700000000000-0"
+        abort(400, f"{name} must be an entry ID such as {example}")
     return value
 
 
@@ -55,13 +58,19 @@ def _install_group_pages(
 
     @console.get("/")
     def overview() -> str:
-        state = read_group_state(client, queue)
+        states = all_partitions.read_states(client, queue)
+        state = all_partitions.total(states)
         alive = state.active_consumers(ACTIVE_WITHIN_S)
-        return render("overview", active="overview", state=state, alive=alive)
+        # With PARTITIONS > 1 the numbers are totals, and a table shows each.
+        each = list(zip(partitions.parts(queue), states, strict=True))
+        return render(
+            "overview", active="overview", state=state, alive=alive,
+            partitions=each if queue.partitions > 1 else [],
+        )  # fmt: skip
 
     @console.get("/consumers")
     def consumers_page() -> str:
-        state = read_group_state(client, queue)
+        state = all_partitions.total(all_partitions.read_states(client, queue))
         prunable = {c.name for c in consumers.prunable(state.consumers, PRUNE_IDLE_MS)}
         return render(
             "consumers", active="consumers", state=state, prunable=prunable,
@@ -78,8 +87,9 @@ def _install_pending_page(
 ) -> None:
     @console.get("/pending")
     def pending() -> str:
-        consumer, after = request.args.get("consumer") or None, cursor("after")
-        state = read_group_state(client, settings.queue)
+        consumer = request.args.get("consumer") or None
+        after = cursor("after", settings.queue)
+        state = all_partitions.total(all_partitions.read_states(client, settings.queue))
         page = None
         if state.group_exists:
             page = data.pending_page(
@@ -97,20 +107,20 @@ def _install_dead_pages(console: Blueprint, settings: Settings, client: Client) 
     @console.get("/dead")
     def dead() -> str:
         wanted = dead_filter(request.args)
-        page = data.dead_page(client, queue, wanted, cursor("after"))
-        total = int(client.xlen(queue.dead_letter_stream))
+        page = data.dead_page(client, queue, wanted, cursor("after", queue))
+        total = dead_partitions.count(client, queue)
         go_on = request.args.get("go_on_action")  # where the last action stopped
         return render(
             "dead", active="dead", page=page, wanted=wanted, total=total,
-            budget=data.SCAN_BUDGET, go_on_after=cursor("go_on"),
+            budget=data.SCAN_BUDGET, go_on_after=cursor("go_on", queue),
             go_on=go_on if go_on in ("replay", "purge") else None,
         )  # fmt: skip
 
     @console.get("/dead/<dead_id>")
     def dead_letter(dead_id: str) -> str:
         try:
-            letter = dead_letters.show(client, queue, dead_id)
-        except dead_letters.NoSuchDeadLetterError:
+            letter = dead_partitions.show(client, queue, dead_id)
+        except NoSuchDeadLetterError:
             abort(404, f"No dead letter {dead_id}: replayed or purged already?")
         payload = letter.pop("payload", None)
         if not isinstance(payload, str):  # parsed JSON: shown indented

@@ -2,7 +2,8 @@
 memory (a restart or another replica loses nothing) and without Prometheus.
 
 Every SAMPLE_INTERVAL_S one dispatcher process, whichever takes the lock, reads two
-cheap counters and appends them to the capped stream `{tasks}:stats`:
+cheap counters (summed over the partitions, PARTITIONS) and appends them to the
+capped stream `{tasks}:stats`:
   dispatched  XINFO STREAM entries-added: entries ever added to the stream
   acked       the group's entries-read minus its pending count: entries delivered
               and no longer pending (acknowledged or dead-lettered), approximately
@@ -18,6 +19,7 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
+from pipeline_core import partitions
 from pipeline_core.connection import Client
 from pipeline_core.group_state import read_backlog
 from pipeline_core.keys import Queue
@@ -56,7 +58,27 @@ def sample_once(client: Client, queue: Queue) -> bool:
 
 
 def counters(client: Client, queue: Queue) -> dict[str, int]:
-    """The counters as of now; empty before the stream exists."""
+    """The counters as of now, the queue's totals over its partitions (PARTITIONS);
+    empty before any stream exists.
+
+    Why totals in one stream, not a stream of samples per partition: the chart shows
+    the queue's rates, and the rate of a sum of counters is the sum of their rates, so
+    one sample of sums per interval draws the same lines with one XADD and no
+    aligning of P series by time. `acked` is left out while a partition cannot count
+    it (no group yet): a point without a rate, as on one stream."""
+    many = queue.partitions > 1  # a partition without work yet must not hide acked
+    each = [_counters(client, part, many) for part in partitions.parts(queue)]
+    found = [one for one in each if one]
+    if len(each) == 1 or not found:
+        return found[0] if found else {}
+    names = [name for name in found[0] if all(name in one for one in found)]
+    return {name: sum(one[name] for one in found) for name in names}
+
+
+def _counters(
+    client: Client, queue: Queue, unread_as_zero: bool = False
+) -> dict[str, int]:
+    """One stream's counters; empty before it exists."""
     with client.pipeline(transaction=False) as pipe:
         pipe.xinfo_stream(queue.stream)
         pipe.xinfo_groups(queue.stream)
@@ -68,11 +90,22 @@ def counters(client: Client, queue: Queue) -> dict[str, int]:
             raise reply
     fields = {"dispatched": int(info["entries-added"])}
     row = next((row for row in groups if row["name"] == queue.group), None)
-    # entries-read is nil when Redis cannot tell (a group set to an arbitrary ID).
-    if row is not None and row.get("entries-read") is not None:
-        fields["acked"] = int(row["entries-read"]) - int(row["pending"])
+    acked = _acked(row, unread_as_zero)
+    if acked is not None:
+        fields["acked"] = acked
     fields["backlog"] = read_backlog(client, queue)
     return fields
+
+
+def _acked(row: dict[str, Any] | None, unread_as_zero: bool) -> int | None:
+    """Entries the group finished; None when Redis cannot tell (entries-read is nil:
+    a group set to an arbitrary ID, or one that read nothing yet, which counts as
+    0 when `unread_as_zero`: a partition that has had no work finished none)."""
+    if row is None:
+        return None
+    if row.get("entries-read") is not None:
+        return int(row["entries-read"]) - int(row["pending"])
+    return 0 if unread_as_zero and row["last-delivered-id"] == "0-0" else None
 
 
 def throughput(client: Client, queue: Queue, now_ms: int) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 it, with its result or error) and cancel it when it has not started; the tasks waiting
 to be due (delayed ones and retries) and the periodic tasks' schedules. The reads and
 the cancel are pipeline_core's, exactly as `pipeline task` and `pipeline delayed` do
-them."""
+them, over every partition with PARTITIONS > 1 (task IDs p<partition>-<entry ID>)."""
 
 import json
 import logging
@@ -13,9 +13,8 @@ from werkzeug.wrappers.response import Response as BaseResponse
 
 from dispatcher.console.views import render
 from dispatcher.settings import Settings
-from pipeline_core import delayed, task_state
+from pipeline_core import all_partitions, partitions, task_state
 from pipeline_core.connection import Client, redis_now_ms
-from pipeline_core.group_state import read_group_state
 from pipeline_core.keys import Queue
 from pipeline_core.schedules import read_schedules
 
@@ -31,9 +30,9 @@ def install(console: Blueprint, settings: Settings, client: Client) -> None:
     def task_page() -> str:
         task_id = (request.args.get("id") or "").strip()
         found, problem = _look_up(client, queue, task_id)
+        body = all_partitions.task_body(queue, task_id, found) if found else None
         return render(
-            "task", active="tasks", task_id=task_id,
-            body=_shown(found.as_json()) if found else None, problem=problem,
+            "task", active="tasks", task_id=task_id, body=_shown(body), problem=problem,
             cancellable=found is not None and found.state in task_state.CANCELLABLE,
         )  # fmt: skip
 
@@ -48,7 +47,7 @@ def _look_up(
     if not task_id:
         return None, None
     try:
-        found = task_state.status(client, queue, task_id)
+        found = all_partitions.task(client, queue, task_id)
     except task_state.InvalidTaskIdError as error:
         return None, str(error)
     if found is None:
@@ -68,7 +67,7 @@ def _install_cancel(console: Blueprint, settings: Settings, client: Client) -> N
             back = url_for("console.task_page", id=task_id)
             return render("confirm", action="cancel", task_id=task_id, back=back)
         try:
-            found = task_state.cancel(client, queue, task_id)
+            found = all_partitions.task(client, queue, task_id, cancel=True)
         except task_state.InvalidTaskIdError as error:
             abort(400, str(error))
         done = found is not None and found.cancelled_now
@@ -85,12 +84,14 @@ def _install_delayed(console: Blueprint, settings: Settings, client: Client) -> 
 
     @console.get("/delayed")
     def delayed_page() -> str:
-        state = read_group_state(client, queue)
+        state = all_partitions.total(all_partitions.read_states(client, queue))
         now_ms = redis_now_ms(client, queue)
-        waiting = delayed.waiting(client, queue, WAITING_SHOWN)
+        waiting = all_partitions.waiting(client, queue, WAITING_SHOWN)
+        # Only partition 0's clock ticks the periodic tasks (docs/partitions.md).
+        first = partitions.parts(queue)[0]
         return render(
             "delayed", active="delayed", state=state, now_ms=now_ms,
-            waiting=waiting, schedules=read_schedules(client, queue),
+            waiting=waiting, schedules=read_schedules(client, first),
         )  # fmt: skip
 
 
