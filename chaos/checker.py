@@ -27,9 +27,11 @@ from chaos.load import Ledger
 from pipeline_core.connection import Client
 from pipeline_core.delayed import delayed_key
 from pipeline_core.keys import Queue
+from pipeline_core.partitions import parts
 from pipeline_core.wire import stream_entries
 
 RETRIED_FAILURES = 2  # the attempts of chaos.flaky (`r…`) that fail
+LOST = "accepted but lost"  # the problem a loss adds to a report
 
 
 @dataclass
@@ -89,6 +91,17 @@ def read_dead_letters(client: Client, dead_stream: str) -> dict[str, list[int]]:
     return dead
 
 
+def read_queue_dead_letters(client: Client, queue: Queue) -> dict[str, list[int]]:
+    """read_dead_letters over every partition of the queue."""
+    dead: dict[str, list[int]] = {}
+    for part in parts(queue):
+        for token, deliveries in read_dead_letters(
+            client, part.dead_letter_stream
+        ).items():
+            dead.setdefault(token, []).extend(deliveries)
+    return dead
+
+
 def _token(fields: dict[str, str]) -> str | None:
     try:
         payload = json.loads(fields.get("payload", ""))
@@ -118,6 +131,11 @@ def drained(client: Client, stream: str, group: str) -> bool:
         and ours[0]["pending"] == 0
         and (ours[0]["last-delivered-id"] == info["last-generated-id"])
     )
+
+
+def queue_drained(client: Client, queue: Queue) -> bool:
+    """drained, for every partition of the queue."""
+    return all(drained(client, part.stream, part.group) for part in parts(queue))
 
 
 def healthy(token: str) -> bool:
@@ -159,7 +177,7 @@ def check(
     report.lost, report.unexpected = len(lost), len(unexpected)
     report.wrongly_dead = len(wrongly_dead)
     for count, what, examples in (
-        (len(lost), "accepted but lost", sorted(lost)),
+        (len(lost), LOST, sorted(lost)),
         (len(wrongly_dead), "healthy entries dead-lettered", wrongly_dead),
         (len(unexpected), "never accepted but ran or were dead-lettered", unexpected),
     ):

@@ -76,7 +76,7 @@ def no_202_lost_through_the_failover(run: Run) -> None:
         run.problem("the dispatcher never answered 503 while there was no master")
     if run.stack.restarts:
         run.problem(f"consumers died with the master ({run.stack.restarts} restarts)")
-    _duplicates_before(run, promoted[1])
+    duplicates_before(run, promoted[1])
 
 
 def loss_within_the_lag(run: Run) -> None:
@@ -98,7 +98,9 @@ def loss_within_the_lag(run: Run) -> None:
         )
 
 
-def _duplicates_before(run: Run, promoted_wall: float) -> None:
+def duplicates_before(run: Run, promoted_wall: float) -> None:
+    """A healthy task may run twice only if its first run ended before the new master
+    was known (wall clock): its ack went to the old one and was lost."""
     first_runs: dict[str, float] = {}
     counts: Counter[str] = Counter()
     for path in run.record_dir.glob("*.runs"):

@@ -6,14 +6,24 @@ import signal
 import time
 
 from chaos.runner import Run
-from chaos.stack import GROUP, STREAM
+from pipeline_core.partitions import locate, parts, task_id
 from pipeline_core.wire import TASK_ID_FIELD
 
 
 def pending_of(run: Run, consumer: str | None = None) -> set[str]:
-    """IDs pending in the group (of one consumer, if named)."""
-    rows = run.client.xpending_range(STREAM, GROUP, "-", "+", 10_000, consumer)
-    return {row["message_id"] for row in rows if isinstance(row["message_id"], str)}
+    """IDs pending in the group (of one consumer, if named); on a partitioned queue
+    each names its partition (`p<i>-<entry ID>`)."""
+    found = set()
+    for index, part in enumerate(parts(run.queue)):
+        rows = run.client.xpending_range(
+            part.stream, part.group, "-", "+", 10_000, consumer
+        )
+        found |= {
+            task_id(run.queue, index, row["message_id"])
+            for row in rows
+            if isinstance(row["message_id"], str)
+        }
+    return found
 
 
 def note_held(run: Run, entry_ids: set[str]) -> None:
@@ -25,14 +35,16 @@ def task_ids_of(run: Run, entry_ids: set[str]) -> set[str]:
     """The task IDs of entries (one XRANGE each, in one round trip): a promoted delayed
     task's or a retry's entry names its task (`id`); any other entry is its task. An
     entry gone (acked and trimmed since) is named by its entry ID."""
-    ordered = sorted(entry_ids)
+    located = [locate(run.queue, given) for given in sorted(entry_ids)]
     with run.client.pipeline(transaction=False) as pipe:
-        for entry_id in ordered:
-            pipe.xrange(STREAM, entry_id, entry_id)
+        for _, part, entry_id in located:
+            pipe.xrange(part.stream, entry_id, entry_id)
         replies = pipe.execute()
     return {
-        reply[0][1].get(TASK_ID_FIELD, entry_id) if reply else entry_id
-        for entry_id, reply in zip(ordered, replies, strict=True)
+        task_id(run.queue, index, reply[0][1].get(TASK_ID_FIELD, entry_id))
+        if reply
+        else task_id(run.queue, index, entry_id)
+        for (index, _, entry_id), reply in zip(located, replies, strict=True)
     }
 
 

@@ -9,14 +9,22 @@ from pathlib import Path
 
 import redis
 
-from chaos.checker import Report, check, drained, read_dead_letters, read_runs
+from chaos.checker import (
+    Report,
+    check,
+    queue_drained,
+    read_queue_dead_letters,
+    read_runs,
+)
 from chaos.load import ONCE, Ledger, Load, Mix, Retries, When, right_away, steady
 from chaos.network import Network
 from chaos.sampler import Sampler
-from chaos.stack import CONSUMER_ENV, DEAD, GROUP, STREAM, chaos_stack, record_dir
+from chaos.stack import CONSUMER_ENV, chaos_queue, chaos_stack, record_dir
 from harness.processes import wait_for
 from harness.redis_server import SHIPPED, RedisServer
 from harness.stack import Stack
+from pipeline_core.connection import Client
+from pipeline_core.keys import Queue
 
 WORK = steady("chaos.work", 10, 0.005)  # 10 entries a request, 5 ms of work each
 
@@ -28,10 +36,11 @@ class Run:
     stack: Stack
     server: RedisServer  # the stack's own Redis, to kill and pause
     load: Load
-    client: redis.Redis
+    client: Client  # on a partitioned queue, the cluster's
     report: Report
     quick: bool
     network: Network
+    queue: Queue = field(default_factory=Queue)
     ledger: Ledger = field(default_factory=Ledger)
     # Per fault (a kill, a pause, a partition): the task IDs the faulted consumer held
     # (faults.task_ids_of). A healthy task may run again only as often as faults
@@ -72,6 +81,9 @@ class Scenario:
         False  # a master, two replicas, three Sentinels (chaos/failover.py)
     )
     retries: Retries = ONCE  # how the load's clients retry (chaos/load.py)
+    # Above 1: a queue of that many streams (PARTITIONS) on a local Redis Cluster of 3
+    # masters, each with a replica (harness LocalCluster).
+    partitions: int = 1
 
     @property
     def max_deliveries(self) -> int:
@@ -92,10 +104,9 @@ def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
         load = Load(stack.base_url, scenario.rate_per_s, scenario.mix,
                     when=scenario.when, retries=scenario.retries,
                     headers=network.load_headers())  # fmt: skip
-        # On a Sentinel topology the checks follow the master where it goes.
-        client = stack.sentinel.client() if stack.sentinel else server.client()
-        with client:
-            run = Run(stack, server, load, client, report, quick, network)
+        with _client(stack, server) as client:
+            queue = chaos_queue(scenario)
+            run = Run(stack, server, load, client, report, quick, network, queue=queue)
             _load_and_check(scenario, run)
     finally:
         stack.stop()
@@ -103,28 +114,39 @@ def run_scenario(scenario: Scenario, workdir: Path, quick: bool) -> Report:
     return report
 
 
+def _client(stack: Stack, server: RedisServer) -> Client:
+    """The checks' client: on a Sentinel topology it follows the master where it goes;
+    on a cluster, the slots."""
+    if stack.sentinel:
+        return stack.sentinel.client()
+    return stack.cluster.client() if stack.cluster else server.client()
+
+
 def own_redis(stack: Stack) -> RedisServer:
-    """The stack's Redis (on a Sentinel topology, the first master)."""
+    """The stack's Redis (on a Sentinel topology or a cluster, the first node)."""
     if stack.sentinel:
         return stack.sentinel.nodes[0]
+    if stack.cluster:
+        return stack.cluster.nodes[0]
     if stack.redis is None:
         raise TypeError("chaos_stack starts a Redis of its own")
     return stack.redis
 
 
 def _load_and_check(scenario: Scenario, run: Run) -> None:
-    sampler = Sampler(run.client, STREAM).start()
+    sampler = Sampler(run.client, run.queue).start()
     run.load.start()
     try:
         scenario.inject(run)
     finally:
         run.ledger = run.load.stop()
-    run.report.drained = _wait_drained(run.client, scenario.drain_s)
+    run.report.drained = _wait_drained(run.client, run.queue, scenario.drain_s)
     _settle(run)
     sampler.stop()
     run.report.peak_xlen = sampler.peak_xlen
     run.report.peak_memory_bytes = sampler.peak_memory_bytes
-    runs, dead = read_runs(run.record_dir), read_dead_letters(run.client, DEAD)
+    runs = read_runs(run.record_dir)
+    dead = read_queue_dead_letters(run.client, run.queue)
     check(run.report, run.ledger, runs, dead, scenario.max_deliveries)
     scenario.verify(run)
     run.report.notes["statuses"] = dict(run.ledger.statuses())
@@ -141,10 +163,10 @@ def _settle(run: Run) -> None:
     run.stack.stop_consumers()
 
 
-def _wait_drained(client: redis.Redis, timeout_s: float) -> bool:
+def _wait_drained(client: Client, queue: Queue, timeout_s: float) -> bool:
     def settled() -> bool:
         try:
-            return drained(client, STREAM, GROUP)
+            return queue_drained(client, queue)
         except redis.RedisError:
             return False
 

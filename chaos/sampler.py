@@ -1,14 +1,19 @@
-"""Sampler: watches XLEN and Redis memory in the background, keeping the peaks."""
+"""Sampler: watches XLEN and Redis memory in the background, keeping the peaks (on a
+partitioned queue, XLEN summed over the partitions and the fullest master's memory)."""
 
 import threading
 
 import redis
 
+from pipeline_core.connection import Client, queue_node
+from pipeline_core.keys import Queue
+from pipeline_core.partitions import parts
+
 
 class Sampler:
-    def __init__(self, client: redis.Redis, stream: str, every_s: float = 0.05) -> None:
+    def __init__(self, client: Client, queue: Queue, every_s: float = 0.05) -> None:
         self.client = client
-        self.stream = stream
+        self.queue = queue
         self.every_s = every_s
         self.peak_xlen = 0
         self.peak_memory_bytes = 0
@@ -26,9 +31,16 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                length = self.client.xlen(self.stream)
-                memory = self.client.info("memory")["used_memory"]
+                length = sum(int(self.client.xlen(q.stream)) for q in parts(self.queue))
+                memory = self._memory_bytes()
             except redis.RedisError:
                 continue  # Redis is down or paused: a fault being injected
-            self.peak_xlen = max(self.peak_xlen, int(length))
-            self.peak_memory_bytes = max(self.peak_memory_bytes, int(memory))
+            self.peak_xlen = max(self.peak_xlen, length)
+            self.peak_memory_bytes = max(self.peak_memory_bytes, memory)
+
+    def _memory_bytes(self) -> int:
+        """Used memory of the fullest node holding a partition (the queue's node)."""
+        return max(
+            int(queue_node(self.client, part).info("memory")["used_memory"])
+            for part in parts(self.queue)
+        )

@@ -4,8 +4,9 @@ runs (`inject`) and adds its own checks after the drain (`verify`, in verdicts.p
 import signal
 import threading
 import time
+from collections.abc import Callable
 
-from chaos import dispatcher_partition, failover, redis_faults, verdicts
+from chaos import cluster, dispatcher_partition, failover, redis_faults, verdicts
 from chaos.checker import drained
 from chaos.faults import (
     busiest,
@@ -258,4 +259,44 @@ FAILOVERS = [
     Scenario("control-sentinel-no-wait", failover.sentinel_failover,
              failover.loss_within_the_lag, mix=BACKLOG, rate_per_s=300, sentinel=True,
              expect_loss=True),
+]  # fmt: skip
+
+
+# A partitioned queue (PARTITIONS=6) on a Redis Cluster of 3 masters, each with a
+# replica (chaos/cluster.py). Not in make test: tests/test_partitions.py runs a SIGKILL
+# on the same cluster once.
+def on_cluster(
+    name: str,
+    inject: Callable[[Run], None],
+    verify: Callable[[Run], None],
+    dispatcher_env: dict[str, str] | None = None,
+    expect_loss: bool = False,
+    backlog: bool = False,
+) -> Scenario:
+    """`backlog`: work arrives faster than two consumers finish it (a backlog a
+    failover can lose: what consumers have run is not lost work)."""
+    return Scenario(name, inject, verify, partitions=cluster.PARTITIONS,
+                    mix=BACKLOG if backlog else steady("chaos.work", 10, 0.005),
+                    rate_per_s=300 if backlog else 150, drain_s=90,
+                    dispatcher_env=dispatcher_env or {},
+                    expect_loss=expect_loss)  # fmt: skip
+
+
+WAIT_1 = {"MIN_REPLICAS_ACKED": "1", "REPLICA_ACK_TIMEOUT_MS": "500"}
+
+
+CLUSTER = [
+    on_cluster("partitions-sigkill", sigkill,
+               verdicts.duplicates_within_what_faults_held),
+    on_cluster("cluster-failover", cluster.cluster_failover, cluster.rode_it_out),
+    # No WAIT: what the master had not yet sent to its replica is lost (measured).
+    on_cluster("cluster-master-kill", cluster.cluster_master_kill,
+               cluster.loss_measured),
+    on_cluster("cluster-reshard", cluster.cluster_reshard, cluster.rode_it_out),
+    # The master runs on alone for 1.5 s, then dies: with WAIT nothing 202 is lost;
+    # the control without it loses what it answered 202 in those 1.5 s.
+    on_cluster("cluster-master-kill-wait", cluster.cluster_lagged_kill,
+               cluster.none_lost_in_the_lag, dispatcher_env=WAIT_1, backlog=True),
+    on_cluster("control-cluster-no-wait", cluster.cluster_lagged_kill,
+               cluster.loss_measured, expect_loss=True, backlog=True),
 ]  # fmt: skip

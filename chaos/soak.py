@@ -123,7 +123,7 @@ def _soak(run: Run, scenario: Scenario, minutes: float) -> None:
                 next_sample, minute = next_sample + 60, minute + 1
     finally:
         run.ledger = run.load.stop()
-    run.report.drained = _wait_drained(run.client, 300)
+    run.report.drained = _wait_drained(run.client, run.queue, 300)
     _settle(run)
     runs, dead = read_runs(run.record_dir), read_dead_letters(run.client, DEAD)
     check(run.report, run.ledger, runs, dead, scenario.max_deliveries)

@@ -5,8 +5,10 @@ record their runs under workdir/runs."""
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.sentinel import LocalSentinel
+from harness.redis_server import LocalCluster
+from harness.sentinel import REPLICA, LocalSentinel
 from harness.stack import Stack
+from pipeline_core.keys import Queue
 
 if TYPE_CHECKING:  # the runner imports this module
     from chaos.runner import Scenario
@@ -30,6 +32,10 @@ def record_dir(workdir: Path) -> Path:
     return workdir / "runs"
 
 
+def chaos_queue(scenario: "Scenario") -> Queue:
+    return Queue(STREAM, GROUP, DEAD, partitions=scenario.partitions)
+
+
 def chaos_stack(
     workdir: Path, scenario: "Scenario", redis_options: tuple[str, ...] = ()
 ) -> Stack:
@@ -43,13 +49,22 @@ def chaos_stack(
         if scenario.sentinel
         else None
     )
+    cluster, shared = None, {"GROUP": GROUP}
+    if scenario.partitions > 1:
+        # A replica restarted after its master died may still fail over (its data
+        # age is unknown): chaos/cluster.py's lagged kill needs it.
+        validity = ("--cluster-replica-validity-factor", "0")
+        cluster = LocalCluster(workdir / "cluster", masters=3, replicas=1,
+                               options=(*options, *REPLICA, *validity))  # fmt: skip
+        shared["PARTITIONS"] = str(scenario.partitions)
     return Stack(
         workdir,
         consumers=0,
-        consumer_env={**env, **scenario.consumer_env},
-        dispatcher_env={"GROUP": GROUP, **scenario.dispatcher_env},
+        consumer_env={**env, **shared, **scenario.consumer_env},
+        dispatcher_env={**shared, **scenario.dispatcher_env},
         consumer_module=scenario.consumer_module,
         redis_options=options,
         supervise=True,
         sentinel=sentinel,
+        cluster=cluster,
     )

@@ -9,7 +9,7 @@ from chaos.checker import extra_runs, healthy, read_runs, run_times
 from chaos.runner import Run
 from chaos.stack import CLAIM_IDLE_MS, CONSUMER_ENV
 from pipeline_core import task_state
-from pipeline_core.keys import Queue
+from pipeline_core.partitions import locate
 
 CLAIM_IDLE_S = CLAIM_IDLE_MS / 1000
 MAX_BACKLOG = 1000
@@ -58,7 +58,9 @@ def delayed_and_retried_within_faults(run: Run) -> None:
 
 
 def _state(run: Run, task_id: str) -> str:
-    found = task_state.status(run.client, Queue(), task_id)
+    """A task's state, read in its partition (a task ID names it: p<i>-<entry ID>)."""
+    _, part, entry_id = locate(run.queue, task_id)
+    found = task_state.status(run.client, part, entry_id)
     return "unknown" if found is None else found.state
 
 

@@ -18,7 +18,6 @@ from pipeline_core.replication import (
     NotReplicatedError,
     Replicas,
     one_connection,
-    single_node,
     write_then_wait,
 )
 from pipeline_core.replies import REASONS
@@ -68,7 +67,7 @@ def publish(
         with client.pipeline(transaction=True) as pipe:
             add_all(pipe)
             return [_entry_id(reply) for reply in pipe.execute()]
-    written, acked = write_then_wait(single_node(client), add_all, replicas)
+    written, acked = write_then_wait(client, add_all, replicas, key=stream)
     entry_ids = [_entry_id(reply) for reply in written]
     replicas.check(acked, entry_ids)
     return entry_ids
@@ -108,7 +107,7 @@ def publish_paced(
 
     if replicas is None:
         return pace(client)
-    with one_connection(client) as held:
+    with one_connection(client, stream) as held:
         entry_ids = pace(held)
         try:
             acked = held.wait(replicas.count, replicas.timeout_ms)

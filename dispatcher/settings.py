@@ -161,8 +161,8 @@ def from_env(env: Mapping[str, str]) -> Settings:
 
 
 def _check_replicas(settings: Settings) -> None:
-    """WAIT must answer before the socket gives up on it, and a cluster's writes go
-    to several masters (this dispatcher waits on one connection)."""
+    """WAIT must answer before the socket gives up on it. (On a Redis Cluster each
+    partition's write waits on the connection to its own master.)"""
     if not settings.min_replicas_acked:
         return
     if settings.replica_ack_timeout_ms >= settings.socket_timeout_s * 1000:
@@ -170,11 +170,6 @@ def _check_replicas(settings: Settings) -> None:
             f"REPLICA_ACK_TIMEOUT_MS ({settings.replica_ack_timeout_ms}) must be under "
             f"SOCKET_TIMEOUT_S ({settings.socket_timeout_s:g} s): a longer WAIT would "
             "end as a socket timeout"
-        )
-    if settings.redis.cluster:
-        raise SettingsError(
-            "MIN_REPLICAS_ACKED cannot go with REDIS_CLUSTER=1 yet: use Redis "
-            "Sentinel (REDIS_SENTINELS) or a single master with replicas"
         )
 
 

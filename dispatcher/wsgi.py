@@ -8,7 +8,6 @@ import os
 import redis
 from flask import Flask
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
-from redis.cluster import RedisCluster
 
 from dispatcher.app import create_app
 from dispatcher.console import start_sampler
@@ -16,7 +15,6 @@ from dispatcher.housekeeping import start_housekeeper
 from dispatcher.settings import Settings, from_env
 from dispatcher.stream_state import StreamStateCollector
 from pipeline_core.connection import NO_RETRY, Client, connect
-from pipeline_core.env import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +36,6 @@ def connect_dispatcher(settings: Settings, timeout_s: float | None = None) -> Cl
         single = dataclasses.replace(settings.redis, cluster=False)
         return connect(
             single, socket_timeout_s=timeout_s, retry=NO_RETRY, client_name="dispatcher"
-        )
-    if settings.min_replicas_acked and isinstance(client, RedisCluster):
-        raise SettingsError(
-            "MIN_REPLICAS_ACKED cannot go with a Redis Cluster yet (found at "
-            "REDIS_URL): use Redis Sentinel or a single master with replicas"
         )
     return client
 

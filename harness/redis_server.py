@@ -69,13 +69,21 @@ class LocalCluster:
     """A Redis Cluster of `masters` nodes (each with `replicas` replicas), created with
     `redis-cli --cluster create`, all on loopback ports below 55536."""
 
-    def __init__(self, data_dir: Path, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        masters: int = 3,
+        replicas: int = 0,
+        options: tuple[str, ...] = EPHEMERAL,
+    ) -> None:
+        """`options`: each node's persistence (the fault scenarios ship AOF); a node
+        failing for cluster-node-timeout (2 s) is failed over by its replica."""
         self.data_dir = data_dir
-        options = (*EPHEMERAL, "--cluster-enabled", "yes",
+        cluster = (*options, "--cluster-enabled", "yes",
                    "--cluster-config-file", "nodes.conf",
                    "--cluster-node-timeout", "2000")  # fmt: skip
         self.nodes = [
-            RedisServer(data_dir / f"node-{n}", options, port=free_port(below=55536))
+            RedisServer(data_dir / f"node-{n}", cluster, port=free_port(below=55536))
             for n in range(masters * (1 + replicas))
         ]
         self.replicas = replicas
@@ -111,8 +119,13 @@ class LocalCluster:
             node.kill()
 
     def _ready(self) -> bool:
+        """Every node sees the cluster ok, and every replica is linked to its master
+        (until then WAIT cannot count it)."""
         for node in self.nodes:
             with node.client() as client:
                 if client.cluster("info").get("cluster_state") != "ok":
                     return False
+                info = client.info("replication")
+            if info["role"] == "slave" and info["master_link_status"] != "up":
+                return False
         return True

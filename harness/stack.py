@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 
 from harness.processes import Service, free_port, http_ok, wait_for
-from harness.redis_server import SHIPPED, RedisServer
+from harness.redis_server import SHIPPED, LocalCluster, RedisServer
 from harness.sentinel import LocalSentinel
 
 
@@ -32,19 +32,21 @@ class Stack:
         log_files: bool = True,
         supervise: bool = False,
         sentinel: LocalSentinel | None = None,
+        cluster: LocalCluster | None = None,
     ) -> None:
         """Starts a Redis of its own (redis_options) unless given the address of one
-        (redis_url: someone else's, never stopped here) or a Sentinel topology to
-        start and stop (the services find its master through the Sentinels). Without
-        log_files, output goes to our stdout."""
+        (redis_url: someone else's, never stopped here), a Sentinel topology or a
+        Redis Cluster to start and stop (the services find its master through the
+        Sentinels; the cluster's nodes from its first). Without log_files, output goes
+        to our stdout."""
         self.workdir = workdir
-        self.sentinel = sentinel
+        self.sentinel, self.cluster = sentinel, cluster
         self.redis = (
             None
-            if redis_url or sentinel
+            if redis_url or sentinel or cluster
             else RedisServer(workdir / "redis", redis_options, port=redis_port)
         )
-        owned = self.redis or sentinel
+        owned = self.redis or sentinel or cluster
         self.url = redis_url or (owned.url if owned else "")
         redis_env = sentinel.env if sentinel else {}
         self.consumer_count = consumers
@@ -68,10 +70,9 @@ class Stack:
     def start(self, dispatcher: bool = True) -> "Stack":
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-        if self.redis:
-            self.redis.start()
-        if self.sentinel:
-            self.sentinel.start()
+        owned = self.redis or self.sentinel or self.cluster
+        if owned:
+            owned.start()
         if dispatcher:
             self.start_dispatcher()
         for number in range(1, self.consumer_count + 1):
@@ -85,12 +86,9 @@ class Stack:
     def consumers_connected(self) -> bool:
         """Every live consumer has connected to our Redis (CLIENT LIST shows its
         name): past its start-up, its signal handlers are in place."""
-        client = self._own_client()
-        if client is None:
-            return True
-        with client:
-            names = {str(c.get("name")) for c in client.client_list()}
-        return set(self.live_consumers()) <= names
+        rows = self._client_list()
+        names = {str(c.get("name")) for c in rows or ()}
+        return rows is None or set(self.live_consumers()) <= names
 
     def start_dispatcher(
         self,
@@ -137,17 +135,16 @@ class Stack:
 
     def consumers_idle(self) -> bool:
         """Every live consumer waits in a blocked XREADGROUP: none is in the middle of
-        a batch (what a check must wait for before reading what the tasks did)."""
-        client = self._own_client()
-        if client is None:
-            return True
-        with client:
-            waiting = {
-                str(c.get("name"))
-                for c in client.client_list()
-                if c.get("cmd") == "xreadgroup" and "b" in str(c.get("flags"))
-            }
-        return set(self.live_consumers()) <= waiting
+        a batch (what a check must wait for before reading what the tasks did). On a
+        cluster, blocked on any node: a consumer blocks only after a whole turn over
+        its partitions found nothing."""
+        rows = self._client_list()
+        waiting = {
+            str(c.get("name"))
+            for c in rows or ()
+            if c.get("cmd") == "xreadgroup" and "b" in str(c.get("flags"))
+        }
+        return rows is None or set(self.live_consumers()) <= waiting
 
     def live_consumers(self) -> dict[str, Service]:
         with self._lock:
@@ -179,6 +176,8 @@ class Stack:
             self.redis.kill()
         if self.sentinel:
             self.sentinel.stop()
+        if self.cluster:
+            self.cluster.stop()
 
     def processes(self) -> "list[subprocess.Popen[bytes]]":
         """Every process of the stack, Redis included (to kill them all at once)."""
@@ -186,15 +185,32 @@ class Stack:
         found = [service.process for service in services if service]
         if self.sentinel:
             found += self.sentinel.processes()
+        if self.cluster:
+            found += [node.process for node in self.cluster.nodes if node.process]
         return found + (
             [self.redis.process] if self.redis and self.redis.process else []
         )
 
-    def _own_client(self) -> redis.Redis | None:
-        """A client of the Redis this stack runs (the Sentinels' master), if any."""
+    def _client_list(self) -> list[dict[str, str]] | None:
+        """CLIENT LIST of the Redis this stack runs (the Sentinels' master, or every
+        live node of the cluster); None with someone else's Redis."""
         if self.redis:
-            return self.redis.client()
-        return self.sentinel.client() if self.sentinel else None
+            clients = [self.redis.client()]
+        elif self.sentinel:
+            clients = [self.sentinel.client()]
+        elif self.cluster:
+            nodes = self.cluster.nodes
+            clients = [node.client() for node in nodes if node.process]
+        else:
+            return None
+        rows: list[dict[str, str]] = []
+        for client in clients:
+            with client:
+                try:
+                    rows += client.client_list()
+                except redis.ConnectionError:
+                    continue  # a node killed or restarting: a fault under way
+        return rows
 
     def _log(self, name: str) -> Path | None:
         return self.log_dir / f"{name}.log" if self.log_dir else None

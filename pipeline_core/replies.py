@@ -23,12 +23,18 @@ PREFIXES = {
     "CLUSTERDOWN": "cluster", "MOVED": "cluster", "ASK": "cluster",
     "TRYAGAIN": "cluster", "MASTERDOWN": "cluster",
 }  # fmt: skip
-# Classes redis-py raises for some replies; checked in order (subclasses first).
+# Classes redis-py raises for some replies; checked in order (subclasses first). The
+# cluster's redirections and refusals lose their prefix in redis-py's message (a MOVED
+# reads "3999 127.0.0.1:7001"): they are known by class. MOVED is an AskError,
+# MASTERDOWN a ClusterDownError (a ClusterError).
 CLASSES: tuple[tuple[type[Exception], str], ...] = (
     (redis.exceptions.BusyLoadingError, "loading"),
     (redis.ConnectionError, "connection"),
     (redis.TimeoutError, "timeout"),
     (redis.exceptions.RedisClusterException, "cluster"),
+    (redis.exceptions.ClusterError, "cluster"),
+    (redis.exceptions.AskError, "cluster"),
+    (redis.exceptions.TryAgainError, "cluster"),
     (redis.exceptions.OutOfMemoryError, "oom"),
     (redis.exceptions.NoPermissionError, "noperm"),
     (redis.exceptions.ReadOnlyError, "readonly"),

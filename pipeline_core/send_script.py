@@ -183,8 +183,9 @@ def _run(
         return script(keys=keys, args=args), 0
     client = script.registered_client
     [reply], acked = write_then_wait(
-        client, lambda pipe: script(keys, args, client=pipe), replicas, False
-    )
+        client, lambda pipe: script(keys, args, client=pipe), replicas, False,
+        key=keys[0],
+    )  # fmt: skip
     return reply, acked
 
 
@@ -196,8 +197,9 @@ def confirm_replay(
     record (PEXPIRE: a write, on the key written with the entries) and WAITs after
     it. NotReplicatedError when too few confirm (the retry may be retried again)."""
     _, acked = write_then_wait(
-        client, lambda pipe: pipe.pexpire(record, ttl_s * 1000), replicas, False
-    )
+        client, lambda pipe: pipe.pexpire(record, ttl_s * 1000), replicas, False,
+        key=record,
+    )  # fmt: skip
     replicas.check(acked, entry_ids)
 
 

@@ -322,7 +322,9 @@ class Sender:
             for fields in entries:
                 pipe.xadd(queue.stream, fields)
 
-        written, acked = write_then_wait(self.client, add_all, replicas)
+        written, acked = write_then_wait(
+            self.client, add_all, replicas, key=queue.stream
+        )
         entry_ids = [checked_entry_id(reply) for reply in written]
         replicas.check(acked, entry_ids)
         return entry_ids

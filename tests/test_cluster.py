@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 
 from cli.__main__ import main as pipeline
@@ -18,6 +19,7 @@ from harness.stack import Stack
 from pipeline_core import task_state
 from pipeline_core.connection import RedisSettings
 from pipeline_core.keys import slot
+from pipeline_core.replies import reason
 from pipeline_core.sending import Sender, SenderSettings
 from tests.conftest import eventually
 from tests.factories import (
@@ -35,6 +37,17 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def test_cluster_redirections_and_refusals_are_a_cluster_outage() -> None:
+    """redis-py drops the MOVED/ASK prefix from the message: known by class."""
+    errors = redis.exceptions
+    for error in (errors.MovedError("3999 127.0.0.1:7001"),
+                  errors.AskError("3999 127.0.0.1:7001"), errors.TryAgainError(""),
+                  errors.ClusterDownError("The cluster is down"),
+                  errors.MasterDownError(""), errors.ClusterError("TTL exhausted."),
+                  redis.ResponseError("CLUSTERDOWN Hash slot not served")):  # fmt: skip
+        assert reason(error) == "cluster", error
 
 
 def test_cluster_keys_of_the_queue_share_one_slot(rc: RedisCluster) -> None:

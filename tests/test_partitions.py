@@ -20,8 +20,12 @@ from redis.cluster import RedisCluster
 from cli.__main__ import main as pipeline
 from consumer.rotation import rotate
 from consumer.worker import Worker
+from dispatcher.app import create_app
+from dispatcher.settings import Settings
+from dispatcher.wsgi import connect_dispatcher
 from harness.redis_server import LocalCluster
 from harness.stack import Stack
+from harness.topology import move_slot, owner
 from pipeline_core.connection import RedisSettings
 from pipeline_core.delayed import delayed_key, delayed_tasks_key
 from pipeline_core.env import SettingsError
@@ -252,6 +256,51 @@ def test_python_sends_spread_over_partitions_on_a_cluster(
         assert sender.task(refs[1].id).status()["state"] == "succeeded"
     finally:
         sender.close()
+
+
+# Every write path of POST /dispatch: MULTI, paced, the send script (later; with a key).
+WRITES: list[tuple[dict[str, Any], dict[str, str]]] = [
+    ({"task": "demo", "payloads": [{"n": n} for n in range(8)]}, {}),
+    ({"num_messages": 2, "delay": 0.01}, {}),
+    ({"task": "demo", "payloads": [{"n": 1}, {"n": 2}], "countdown": 60}, {}),
+    ({"task": "demo", "payloads": [{"n": 1}, {"n": 2}]}, {"Idempotency-Key": "k-1"}),
+]
+
+
+def test_wait_on_a_cluster_confirms_each_partition_on_its_own_master(
+    replicated: LocalCluster,
+) -> None:
+    """MIN_REPLICAS_ACKED on a cluster: each partition's write waits on its master's
+    connection. Each master has one replica: WAIT 1 confirms, WAIT 2 cannot. A slot
+    moved away answers MOVED to the write (503) at most once: the next goes to the
+    slot's new master."""
+
+    def app(replicas: int) -> Any:
+        settings = Settings(
+            redis=RedisSettings(url=replicated.url, cluster=True), queue=P6,
+            allow_anonymous=True, min_replicas_acked=replicas,
+            replica_ack_timeout_ms=100,
+        )  # fmt: skip
+        return create_app(settings, connect_dispatcher(settings)).test_client()
+
+    one, two = app(1), app(2)
+    for body, headers in WRITES:
+        answer = one.post("/dispatch", json=body, headers=headers)
+        assert answer.status_code == 202, answer.get_json()
+        again = {name: f"{value}-2" for name, value in headers.items()}
+        refused = two.post("/dispatch", json=body, headers=again)
+        assert refused.status_code == 503, refused.get_json()
+        assert refused.get_json()["error"] in ("not confirmed on replicas",
+                                               "partly written")  # fmt: skip
+    # The partition of "user-7" moves to another master under the dispatcher.
+    moved = parts(P6)[of_key("user-7", 6)].stream
+    target = owner(replicated, slot(parts(P6)[(of_key("user-7", 6) + 2) % 6].stream))
+    move_slot(replicated, slot(moved), target)
+    keyed = {"task": "demo", "payloads": [{"n": 1}], "partition_key": "user-7"}
+    statuses = [one.post("/dispatch", json=keyed).status_code for _ in range(3)]
+    assert statuses in ([202] * 3, [503, 202, 202]), statuses
+    with target.client() as node:
+        assert node.xlen(moved) >= statuses.count(202)
 
 
 def _master_of(cluster: LocalCluster, key: str) -> int:

@@ -103,13 +103,14 @@ def test_dispatcher_reads_how_many_replicas_a_202_waits_for() -> None:
     assert defaults.replicas is None  # answered once the master has the entries
     chosen = read(MIN_REPLICAS_ACKED="2", REPLICA_ACK_TIMEOUT_MS="250")
     assert chosen.replicas == Replicas(2, 250)
+    # On a Redis Cluster each partition's write waits on its own master's connection.
+    on_cluster = read(MIN_REPLICAS_ACKED="1", REDIS_CLUSTER="1", PARTITIONS="6")
+    assert on_cluster.replicas == Replicas(1, 1000) and on_cluster.redis.cluster
     for env, message in [
         ({"MIN_REPLICAS_ACKED": "-1"}, "MIN_REPLICAS_ACKED must be between 0 and 100"),
         ({"REPLICA_ACK_TIMEOUT_MS": "0"}, "REPLICA_ACK_TIMEOUT_MS must be between 1"),
         ({"MIN_REPLICAS_ACKED": "1", "REPLICA_ACK_TIMEOUT_MS": "5000"},
          "REPLICA_ACK_TIMEOUT_MS (5000) must be under SOCKET_TIMEOUT_S (5 s)"),
-        ({"MIN_REPLICAS_ACKED": "1", "REDIS_CLUSTER": "1"},
-         "MIN_REPLICAS_ACKED cannot go with REDIS_CLUSTER=1"),
     ]:  # fmt: skip
         with pytest.raises(SettingsError) as refused:
             read(**env)
