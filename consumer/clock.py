@@ -11,13 +11,12 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-import redis
-
 from consumer.background import background
 from consumer.settings import Settings
 from consumer.tasks import options_of
 from pipeline_core import delayed, schedules
 from pipeline_core.connection import Client, redis_now_ms
+from pipeline_core.replies import FAILURES
 from pipeline_core.wire import encode_entry
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class Clock:
             try:
                 self.tick()
                 failing = False
-            except redis.RedisError:
+            except FAILURES:
                 if not failing:  # the worker loop reports the outage too
                     log.warning("clock: redis unavailable", exc_info=True)
                 failing = True

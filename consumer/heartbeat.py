@@ -10,10 +10,9 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-import redis
-
 from consumer.background import background
 from consumer.ownership import Ownership
+from pipeline_core.replies import FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class Heartbeat:
     def _try(self, action: Callable[[], object]) -> bool:
         try:
             action()
-        except redis.RedisError:
+        except FAILURES:
             # The worker loop notices the outage too and reports it; the next beat
             # retries.
             log.debug("heartbeat failed", exc_info=True)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import redis
+from pipeline_core.replies import FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _lazily(renewer: Callable[[], Renew]) -> Renew:
             made.append(renewer())
         try:
             return made[0](entry_ids)
-        except redis.RedisError:
+        except FAILURES:
             made.clear()
             raise
 
@@ -182,5 +182,5 @@ class Keeper:
             facts = {"held": len(held)}
             log.warning("heartbeat overdue, worker running: renewing", extra=facts)
             self._helping = True
-        with contextlib.suppress(redis.RedisError):
+        with contextlib.suppress(*FAILURES):
             renew(held)

@@ -28,7 +28,7 @@ from consumer.tasks import bind_task, options_of
 from consumer.timeouts import TaskTimer
 from consumer.trimming import trim_acknowledged
 from pipeline_core.connection import Client
-from pipeline_core.replies import REASONS, reason
+from pipeline_core.replies import FAILURES, REASONS, reason
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Worker:
                 self.ensure_group(missing=self._group == "missing")
                 self._group = "ready"
             taken = self.poll_once(block_ms)
-        except redis.RedisError as error:
+        except FAILURES as error:
             self._failures += 1
             kind = reason(error)
             if kind in ("nogroup", "unblocked"):

@@ -135,7 +135,8 @@ def _install_redis_error_handlers(
         return {"error": "busy", "reason": str(error)}, 503, RETRY_LATER
 
     @app.errorhandler(redis.RedisError)
-    def unavailable(error: redis.RedisError) -> Answer:
+    @app.errorhandler(redis.exceptions.RedisClusterException)  # pipeline_core/replies
+    def unavailable(error: Exception) -> Answer:
         # Nothing was written: a batch's MULTI/EXEC ran whole or not at all.
         kind = reason(error)
         log.warning(

@@ -11,12 +11,11 @@ With no dispatcher running, dead letters are kept longer, never lost early.
 import logging
 import threading
 
-import redis
-
 from pipeline_core import partitions
 from pipeline_core.connection import Client
 from pipeline_core.dead_letters import trim_by_age
 from pipeline_core.keys import Queue
+from pipeline_core.replies import FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class Housekeeper:
             try:
                 trim_all(self.client, self.queue, self.max_age_s)
                 failing = False
-            except redis.RedisError:
+            except FAILURES:
                 if not failing:
                     log.warning("dead-letter trimming failed", exc_info=True)
                 failing = True

@@ -127,7 +127,7 @@ def _entry_id(reply: object) -> str:
 EXHAUSTED = "the stream's last entry ID is the largest possible"
 
 
-def unavailable_body(kind: str, error: redis.RedisError) -> dict[str, str]:
+def unavailable_body(kind: str, error: Exception) -> dict[str, str]:
     """A 503's body: what went wrong, named (never the raw reply)."""
     if "exhausted the last possible ID" in str(error) or "equal or smaller" in str(
         error

@@ -10,7 +10,6 @@ not `dispatcher_`: they describe the shared stream, whichever process reads it.
 import time
 from collections.abc import Iterator
 
-import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -19,6 +18,7 @@ from pipeline_core.connection import Client
 from pipeline_core.group_state import GroupState, read_group_state
 from pipeline_core.keys import Queue
 from pipeline_core.memory import Memory, read_memory
+from pipeline_core.replies import FAILURES
 
 # Per-consumer pending is exported for this many consumers at most (the busiest).
 CONSUMER_SERIES_LIMIT = 50
@@ -45,7 +45,7 @@ class StreamStateCollector(Collector):  # prometheus_client's extension point
                 for part in partitions.parts(self.queue)
             ]
             memory = read_memory(self.client, self.queue)
-        except redis.RedisError:
+        except FAILURES:
             return iter(_families(None, time.perf_counter() - started))
         took_s = time.perf_counter() - started
         return iter(_families(states, took_s) + _memory_families(memory, self.budget))

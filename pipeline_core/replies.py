@@ -41,7 +41,16 @@ CLASSES: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-def reason(error: redis.RedisError) -> str:
+# What a Redis call raises when Redis fails: the cluster client's SlotNotCoveredError
+# (no node serves the slot, in the middle of a failover or a resharding) is no
+# RedisError. Every loop that outlives outages catches these.
+FAILURES: tuple[type[Exception], ...] = (
+    redis.RedisError,
+    redis.exceptions.RedisClusterException,
+)
+
+
+def reason(error: Exception) -> str:
     """The reason for a failed command: one key of REASONS."""
     for kind, name in CLASSES:
         if isinstance(error, kind):

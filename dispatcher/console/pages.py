@@ -134,6 +134,7 @@ def _install_error_pages(console: Blueprint) -> None:
         return render("error", error=error), error.code or 500
 
     @console.errorhandler(redis.RedisError)
-    def redis_error(error: redis.RedisError) -> tuple[str, int]:
+    @console.errorhandler(redis.exceptions.RedisClusterException)
+    def redis_error(error: Exception) -> tuple[str, int]:
         log.warning("console: redis unavailable", extra={"error": type(error).__name__})
         return render("error", error=None), 503

@@ -23,6 +23,7 @@ from pipeline_core import partitions
 from pipeline_core.connection import Client
 from pipeline_core.group_state import read_backlog
 from pipeline_core.keys import Queue
+from pipeline_core.replies import FAILURES
 from pipeline_core.wire import entry_ms, stream_entries
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ class Sampler:
             try:
                 sample_once(self.client, self.queue)
                 failing = False
-            except redis.RedisError:
+            except FAILURES:
                 if not failing:
                     log.warning("throughput sample failed", exc_info=True)
                 failing = True
