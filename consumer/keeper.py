@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # the held list.
 HEADER = struct.Struct("<Qddi")
 RUNNING = struct.Struct("<di60s")
+SECONDS = struct.Struct("<d")  # compiled once: the running task's start is per entry
 LIST_AT = HEADER.size + RUNNING.size
 SIZE = 1 << 20  # room for the IDs of a batch of ~40,000 entries
 KILL_GRACE_S = 5.0  # past the task timeout, before a GIL-bound worker is killed
@@ -57,14 +58,14 @@ class Beacon:
         self.beat()
 
     def beat(self) -> None:
-        struct.pack_into("<d", self._map, 8, time.monotonic())
+        SECONDS.pack_into(self._map, 8, time.monotonic())
 
     def task(self, entry_id: str, started_s: float, timeout_s: float = 0.0) -> None:
         """The running task (once per entry: two small writes, no lock). A torn read
         of the ID only makes the keeper renew that one claim once more."""
         raw = entry_id.encode()
         RUNNING.pack_into(self._map, HEADER.size, timeout_s, len(raw), raw)
-        struct.pack_into("<d", self._map, 16, started_s)
+        SECONDS.pack_into(self._map, 16, started_s)
 
     def held(self, entry_ids: Iterable[str]) -> None:
         """Publish the held IDs (once per batch; a seqlock: the reader retries a torn

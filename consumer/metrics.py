@@ -44,6 +44,8 @@ class ConsumerMetrics:
             LATENCY_BUCKETS_S,
         )
         registry.register(self.processing_seconds)
+        # A task's run time (task, seconds): once per entry, so no call in between.
+        self.processing = self.processing_seconds.observe
         registry.register(self.end_to_end_seconds)
         self.reclaimed = Counter(
             "consumer_reclaimed_entries",
@@ -110,9 +112,6 @@ class ConsumerMetrics:
         if child is None:
             child = self._counts[task, outcome] = self.messages.labels(task, outcome)
         child.inc(entries)
-
-    def processing(self, task: str, seconds: float) -> None:
-        self.processing_seconds.observe(task, seconds)
 
     def acked(self, messages: Iterable[Message], now_s: float) -> None:
         """Entries just acknowledged (at Unix time now_s): counted, and their time
