@@ -28,11 +28,12 @@ from pipeline_core.replies import FAILURES
 
 log = logging.getLogger(__name__)
 
-# seq (odd while the held list is written), last beat, task start, held list length,
-# then the running task's timeout and entry ID (its length, then up to 60 bytes), then
-# the held list.
-HEADER = struct.Struct("<Qddi")
-RUNNING = struct.Struct("<di60s")
+# seq (odd while the held list is written), last beat, held list length, then the
+# running task's start, timeout and entry ID (its length, then up to 60 bytes): written
+# together, once per entry; then the held list.
+HEADER = struct.Struct("<Qdi")
+RUNNING = struct.Struct("<ddi60s")
+BEAT = struct.Struct("<d")
 LIST_AT = HEADER.size + RUNNING.size
 SIZE = 1 << 20  # room for the IDs of a batch of ~40,000 entries
 KILL_GRACE_S = 5.0  # past the task timeout, before a GIL-bound worker is killed
@@ -57,14 +58,13 @@ class Beacon:
         self.beat()
 
     def beat(self) -> None:
-        struct.pack_into("<d", self._map, 8, time.monotonic())
+        BEAT.pack_into(self._map, 8, time.monotonic())
 
     def task(self, entry_id: str, started_s: float, timeout_s: float = 0.0) -> None:
-        """The running task (once per entry: two small writes, no lock). A torn read
+        """The running task (once per entry: one small write, no lock). A torn read
         of the ID only makes the keeper renew that one claim once more."""
         raw = entry_id.encode()
-        RUNNING.pack_into(self._map, HEADER.size, timeout_s, len(raw), raw)
-        struct.pack_into("<d", self._map, 16, started_s)
+        RUNNING.pack_into(self._map, HEADER.size, started_s, timeout_s, len(raw), raw)
 
     def held(self, entry_ids: Iterable[str]) -> None:
         """Publish the held IDs (once per batch; a seqlock: the reader retries a torn
@@ -73,16 +73,18 @@ class Beacon:
         self._seq += 1
         struct.pack_into("<Q", self._map, 0, self._seq)
         self._map[LIST_AT : LIST_AT + len(data)] = data
-        struct.pack_into("<i", self._map, 24, len(data))
+        struct.pack_into("<i", self._map, 16, len(data))
         self._seq += 1
         struct.pack_into("<Q", self._map, 0, self._seq)
 
     def read(self) -> Published:
         while True:
-            seq, beat, started, length = HEADER.unpack_from(self._map, 0)
+            seq, beat, length = HEADER.unpack_from(self._map, 0)
             data = self._map[LIST_AT : LIST_AT + length]
             if seq % 2 == 0 and HEADER.unpack_from(self._map, 0)[0] == seq:
-                timeout_s, size, raw = RUNNING.unpack_from(self._map, HEADER.size)
+                started, timeout_s, size, raw = RUNNING.unpack_from(
+                    self._map, HEADER.size
+                )
                 held = tuple(data.decode().split("\n")) if length else ()
                 running = raw[:size].decode()
                 return Published(beat, started, running, held, timeout_s)

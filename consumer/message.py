@@ -15,7 +15,6 @@ from pipeline_core.wire import (
     TASK_FIELD,
     TASK_ID_FIELD,
     entry_ms,
-    stream_entries,
 )
 
 
@@ -52,19 +51,59 @@ class Message:
 
 def to_messages(entries: object, deliveries: dict[str, int] | int) -> list[Message]:
     """Convert the entries of an XREADGROUP or XAUTOCLAIM reply; counts come per ID or
-    as one."""
-    pairs = stream_entries(entries)
-    if isinstance(deliveries, int):  # a read: tested once, not per entry
-        return [Message(i, f, deliveries, f.get(TASK_FIELD, "")) for i, f in pairs]
-    return [
-        Message(i, f, deliveries.get(i, 1), f.get(TASK_FIELD, "")) for i, f in pairs
-    ]
+    as one. Each entry's fields come as Redis sent them, [name, value, ...] (our
+    clients' XREADGROUP: pipeline_core.connection.AS_SENT), or as redis-py's dict. An
+    entry deleted while pending (fields None, as Redis 6 reports it) is left out."""
+    if not isinstance(entries, list):
+        raise TypeError(f"expected a list of stream entries, got {entries!r}")
+    counts = deliveries if isinstance(deliveries, dict) else {}
+    once = deliveries if isinstance(deliveries, int) else 1
+    messages = []
+    for entry_id, fields in entries:
+        if type(fields) is list:
+            fields = _as_dict(fields)
+        elif fields is None:
+            continue
+        if not isinstance(entry_id, str) or not isinstance(fields, dict):
+            raise TypeError(f"expected a decoded stream entry, got {entry_id!r}")
+        message = _new(Message)
+        _set_entry_id(message, entry_id)
+        _set_fields(message, fields)
+        _set_deliveries(message, counts.get(entry_id, once))
+        _set_task(message, fields.get(TASK_FIELD, ""))
+        messages.append(message)
+    return messages
+
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__, looked up
+# field by field: that cost more than the rest of a read's work per entry. A reply's
+# Messages are built through their slots' own setters instead, at about half the cost.
+_new = object.__new__
+_set_entry_id = vars(Message)["entry_id"].__set__
+_set_fields = vars(Message)["fields"].__set__
+_set_deliveries = vars(Message)["deliveries"].__set__
+_set_task = vars(Message)["task"].__set__
+
+
+def _as_dict(flat: list[Any]) -> dict[str, str]:
+    """An entry's fields as Redis sends them, [name, value, ...], as a dict."""
+    if len(flat) == 4:  # the usual entry (task, payload): a literal is the fastest
+        return {flat[0]: flat[1], flat[2]: flat[3]}
+    if len(flat) % 2:
+        raise TypeError(f"expected names and values, got {flat!r}")
+    pairs = iter(flat)
+    return dict(zip(pairs, pairs, strict=True))
 
 
 def read_entries(reply: object) -> object:
-    """The entries of a one-stream XREADGROUP reply: [[stream, entries]], or empty."""
+    """The entries of a one-stream XREADGROUP reply: {stream: entries} (RESP3, as
+    Redis sends it), [[stream, entries]] (RESP2, or redis-py's conversion), or empty
+    (when nothing arrived within BLOCK)."""
     if not reply:
         return []
+    if isinstance(reply, dict) and len(reply) == 1:
+        [entries] = reply.values()
+        return entries
     if not isinstance(reply, list) or len(reply) != 1:
         raise TypeError(f"expected a one-stream XREADGROUP reply, got {reply!r}")
     _stream, entries = reply[0]
@@ -74,17 +113,20 @@ def read_entries(reply: object) -> object:
 def encode_result(value: Any, limit_bytes: int) -> str:
     """A task's return value as stored JSON: finite numbers only, at most limit_bytes;
     anything else can never be stored (the entry is dead-lettered)."""
-    try:
-        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        text = _encode_slowly(value)
-    # orjson writes NaN and Infinity as null, silently: a null where the value is not
-    # None is checked again by the json module, which refuses them.
-    if "null" in text and value is not None:
-        text = _encode_slowly(value)
+    text = "null" if value is None else _encode(value)  # None: what most tasks return
     if len(text) > limit_bytes:
         raise InvalidMessageError(f"result is over {limit_bytes} bytes as JSON")
     return text
+
+
+def _encode(value: Any) -> str:
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return _encode_slowly(value)
+    # orjson writes NaN and Infinity as null, silently: a null where the value is not
+    # None is checked again by the json module, which refuses them.
+    return _encode_slowly(value) if "null" in text else text
 
 
 def _encode_slowly(value: Any) -> str:

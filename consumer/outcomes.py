@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
 from consumer.errors import TaskTimeoutError
 from consumer.message import Message
@@ -75,28 +75,28 @@ def store_and_ack(
     acknowledged them already)."""
     queue = settings.queue
     # Results by minute of enqueue time (the hash they go to): a batch's share one.
-    buckets: dict[int, dict[FieldT, EncodableT]] = {}
+    # Each hash's fields and values go flat, as HSET takes them.
+    buckets: dict[int, list[EncodableT]] = {}
     records = [(m, "", result) for m, result in done]
     records += [(m, ":state", state) for m in unrun]
     for message, suffix, value in records:
         task_id = message.task_id
         bucket = result_bucket(task_id)
-        mapping = buckets.get(bucket)
-        if mapping is None:
-            mapping = buckets[bucket] = {}
-        mapping[task_id + suffix] = value
+        items = buckets.get(bucket)
+        if items is None:
+            items = buckets[bucket] = []
+        items += (task_id + suffix, value)
         owner = message.fields.get(OWNER_FIELD)
         if owner:  # only its owner (and operators) may read it: dispatcher/auth.py
-            mapping[owner_field(task_id)] = owner
-    entry_ids = [m.entry_id for m, _ in done] + [m.entry_id for m in unrun]
+            items += (owner_field(task_id), owner)
     with client.pipeline(transaction=True) as pipe:
-        for bucket, mapping in buckets.items():
+        for bucket, items in buckets.items():
             key = queue.bucket_key(bucket)
-            pipe.hset(key, mapping=mapping)
+            pipe.hset(key, items=items)
             pipe.expire(key, settings.result_ttl_s)  # kept that long after the last
         if unrun and state == "cancelled":
             pipe.zrem(queue.key(CANCELS), *(m.task_id for m in unrun))
-        pipe.xack(queue.stream, queue.group, *entry_ids)
+        pipe.xack(queue.stream, queue.group, *(m.entry_id for m, _, _ in records))
         acked: int = pipe.execute()[-1]
     return acked
 

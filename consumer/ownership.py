@@ -189,7 +189,8 @@ class Ownership:
         return time.monotonic() - self._renewed_s > self._overdue_after_s
 
     def _check_after_freeze(self) -> None:
-        if self.renewal_overdue():
+        # renewal_overdue, inlined: this runs once per entry.
+        if time.monotonic() - self._renewed_s > self._overdue_after_s:
             self.renew()  # woken from a freeze: which claims are still ours?
 
     def _owned(self, entry_ids: list[str], idle_ms: int) -> list[str]:

@@ -36,6 +36,11 @@ ENCODING_ERRORS = "surrogateescape"
 # A Sentinel answers at once or not at all: past this, the next one is asked.
 SENTINEL_TIMEOUT_S = 2.0
 SENTINELS_RULE = "must be host:port pairs separated by commas"
+# Replies redis-py would convert entry by entry (XREADGROUP: a tuple and a dict each,
+# which the consumer then converted again into its Messages): on our clients they come
+# as Redis sent them, parsed once by their reader (consumer/message.py's to_messages).
+# A cluster's node clients still convert them: that parser takes both forms.
+AS_SENT = ("XREADGROUP",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,20 +129,34 @@ def connect(
 ) -> Client:
     """A decoding client for a single Redis, the master Sentinel names, or a Redis
     Cluster (see is_cluster). On a cluster, the queue's keys must share one slot
-    (SettingsError otherwise)."""
+    (SettingsError otherwise). Its AS_SENT replies come unconverted."""
     options = _options(settings, socket_timeout_s, client_name, connect_timeout_s)
     if settings.sentinels:
-        return _sentinel_master(settings, options, retry)
+        return replies_as_sent(_sentinel_master(settings, options, retry))
     if is_cluster(settings, options):
         if queue is not None:
             check_cluster_slots(queue)
         return RedisCluster.from_url(settings.url, retry=retry, **options)
-    return redis.Redis.from_url(
-        settings.url,
-        retry=retry,
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        **options,
+    return replies_as_sent(
+        redis.Redis.from_url(
+            settings.url,
+            retry=retry,
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            **options,
+        )
     )
+
+
+def replies_as_sent(client: redis.Redis) -> redis.Redis:
+    """The client, its AS_SENT commands' replies no longer converted by redis-py (its
+    callbacks are its own: other clients keep theirs)."""
+    for command in AS_SENT:
+        client.set_response_callback(command, _as_sent)
+    return client
+
+
+def _as_sent(response: object, **options: object) -> object:
+    return response
 
 
 def is_cluster(settings: RedisSettings, options: dict[str, Any]) -> bool:
