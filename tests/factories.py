@@ -6,9 +6,11 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pytest
 import redis
 from redis.typing import EncodableT, FieldT
 
+from cli.__main__ import main as pipeline
 from consumer.message import to_messages
 from consumer.settings import Settings
 from consumer.worker import Worker
@@ -128,3 +130,17 @@ def call(url: str, body: object | None = None) -> tuple[int, dict[str, Any]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`pipeline` with argv, in process: its exit code, stdout and stderr."""
+    code = pipeline(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    """`pipeline ... --json`, which must succeed: its output parsed."""
+    code, out, err = run_cli(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)

@@ -26,9 +26,11 @@ from tests.factories import (
     QUEUE,
     STREAM,
     add_entry,
+    cli_json,
     deliver_to,
     make_worker,
     pending,
+    run_cli,
 )
 
 TOKEN = "cli-token-" + "k" * 20
@@ -41,18 +43,6 @@ def env(redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> redi
                         "CLAIM_IDLE_MS": "1000", "COLUMNS": "200"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     return r
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def as_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def dead_letter(r: redis.Redis, task: str, error: str, payload: object) -> str:
@@ -76,13 +66,13 @@ def test_status_shows_the_group_consumers_and_warnings(
     [add_entry(env, "demo") for _ in range(3)]
     deliver_to(env, "pod-a", count=1)
     dead_letter(env, "resize", "RuntimeError: boom", {"x": 1})
-    data = as_json(capsys, "status")
+    data = cli_json(capsys, "status")
     assert (data["length"], data["lag"], data["pending"]) == (3, 2, 1)
     assert {c["name"]: c["pending"] for c in data["consumers"]} == {"pod-a": 1}
     assert data["dead_letters"] == 1
     assert data["persistence"]["appendonly"] == "no"  # the test Redis keeps nothing
     assert any("appendonly is off" in warning for warning in data["warnings"])
-    code, out, _ = run(capsys, "status")
+    code, out, _ = run_cli(capsys, "status")
     assert code == 0
     assert "pod-a" in out and "warning: appendonly is off" in out
 
@@ -102,7 +92,7 @@ def test_status_watch_refreshes_until_ctrl_c(
             raise KeyboardInterrupt  # the operator presses Ctrl-C
 
     monkeypatch.setattr("cli.status.time.sleep", sleep)
-    code, out, _ = run(capsys, "status", "--watch", "0.5", "--json")
+    code, out, _ = run_cli(capsys, "status", "--watch", "0.5", "--json")
     assert code == 0 and pauses == [0.5, 0.5]
     assert out.count('"stream": "tasks"') == 2  # refreshed once before Ctrl-C
 
@@ -115,13 +105,13 @@ def test_pending_lists_oldest_first_and_says_which_are_claimable(
     deliver_to(env, "pod-a", count=2)
     deliver_to(env, "pod-b", count=1)
     env.xclaim(STREAM, GROUP, "pod-a", 0, [ids[0]], idle=5000, justid=True)
-    rows = as_json(capsys, "pending")
+    rows = cli_json(capsys, "pending")
     assert [row["entry_id"] for row in rows] == ids
     assert [row["past_claim_idle"] for row in rows] == [True, False, False]
     assert [
-        r["entry_id"] for r in as_json(capsys, "pending", "--consumer", "pod-b")
+        r["entry_id"] for r in cli_json(capsys, "pending", "--consumer", "pod-b")
     ] == ids[2:]
-    stale = as_json(capsys, "pending", "--min-idle-ms", "4000")
+    stale = cli_json(capsys, "pending", "--min-idle-ms", "4000")
     assert [row["entry_id"] for row in stale] == ids[:1]
 
 
@@ -131,16 +121,16 @@ def test_dead_list_and_show_filter_and_parse(
     boom = dead_letter(env, "resize", "RuntimeError: boom", {"x": 1})
     dead_letter(env, "crop", "unknown task 'crop'", {"y": 2})
     assert [
-        d["dead_id"] for d in as_json(capsys, "dead", "list", "--task", "resize")
+        d["dead_id"] for d in cli_json(capsys, "dead", "list", "--task", "resize")
     ] == [boom]
-    assert len(as_json(capsys, "dead", "list", "--error", "UNKNOWN")) == 1
-    shown = as_json(capsys, "dead", "show", boom)
+    assert len(cli_json(capsys, "dead", "list", "--error", "UNKNOWN")) == 1
+    shown = cli_json(capsys, "dead", "show", boom)
     assert (shown["payload"], shown["deliveries"], shown["error"]) == (
         {"x": 1},
         "5",
         "RuntimeError: boom",
     )
-    code, _, err = run(capsys, "dead", "show", "1-1")
+    code, _, err = run_cli(capsys, "dead", "show", "1-1")
     assert code == 2 and "no dead letter 1-1" in err
 
 
@@ -152,10 +142,10 @@ def test_rich_markup_in_redis_text_is_printed_as_text_never_read(
     planted = "[link=https://evil.example]click[/link] [/bold]"
     dead_id = dead_letter(env, "[/bold]", planted, {"[/bold]": planted})
     for argv in (("dead", "list"), ("dead", "show", dead_id)):
-        code, out, err = run(capsys, *argv)
+        code, out, err = run_cli(capsys, *argv)
         assert code == 0, (argv, err)
         assert "\x1b]8;" not in out  # no OSC 8 hyperlink escape
-    _, listed, _ = run(capsys, "dead", "list")
+    _, listed, _ = run_cli(capsys, "dead", "list")
     assert "[/bold]" in listed and "[link=https://evil.example]" in listed
 
 
@@ -165,9 +155,9 @@ def test_dead_replay_moves_each_letter_once_with_a_fresh_delivery_count(
     make_worker(env, {})  # the group exists
     boom = dead_letter(env, "resize", "RuntimeError: boom", {"x": 1})
     before = env.xlen(STREAM)
-    code, out, _ = run(capsys, "dead", "replay", boom, "--dry-run")
+    code, out, _ = run_cli(capsys, "dead", "replay", boom, "--dry-run")
     assert code == 0 and boom in out and env.xlen(DEAD) == 1  # nothing moved
-    [moved] = as_json(capsys, "dead", "replay", boom)
+    [moved] = cli_json(capsys, "dead", "replay", boom)
     assert env.xlen(DEAD) == 0 and env.xlen(STREAM) == before + 1
     [(_, fields)] = entries(env.xrange(STREAM, moved["entry_id"], moved["entry_id"]))
     assert fields == {
@@ -175,7 +165,7 @@ def test_dead_replay_moves_each_letter_once_with_a_fresh_delivery_count(
         "payload": '{"x": 1}',
     }  # the dead-letter fields gone
     assert (
-        as_json(capsys, "dead", "replay", "--all") == []
+        cli_json(capsys, "dead", "replay", "--all") == []
     )  # a second replay moves nothing
     deliver_to(env, "pod-z")
     [row] = [p for p in pending(env) if p["message_id"] == moved["entry_id"]]
@@ -186,11 +176,11 @@ def test_dead_purge_asks_first_unless_told_yes(
     env: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dead_letter(env, "resize", "RuntimeError: boom", {"x": 1})
-    code, _, err = run(capsys, "dead", "purge", "--all")
+    code, _, err = run_cli(capsys, "dead", "purge", "--all")
     assert code == 2 and "--yes" in err and env.xlen(DEAD) == 1
-    assert as_json(capsys, "dead", "purge", "--all", "--yes") == {"purged": 1}
+    assert cli_json(capsys, "dead", "purge", "--all", "--yes") == {"purged": 1}
     assert env.xlen(DEAD) == 0
-    code, _, err = run(capsys, "dead", "purge")
+    code, _, err = run_cli(capsys, "dead", "purge")
     assert code == 2 and "say which dead letters" in err
 
 
@@ -202,9 +192,9 @@ def test_consumers_prune_never_deletes_a_consumer_with_pending_entries(
     deliver_to(env, "gone-idle", count=1)
     env.xack(STREAM, GROUP, ids[0])
     deliver_to(env, "gone-busy", count=1)
-    listed = as_json(capsys, "consumers", "prune", "--idle-ms", "0", "--dry-run")
+    listed = cli_json(capsys, "consumers", "prune", "--idle-ms", "0", "--dry-run")
     assert [c["name"] for c in listed] == ["gone-idle"]
-    pruned = as_json(capsys, "consumers", "prune", "--idle-ms", "0")
+    pruned = cli_json(capsys, "consumers", "prune", "--idle-ms", "0")
     assert pruned == {"pruned": ["gone-idle"]}
     # gone-busy holds an entry: deleting it would lose that entry for good
     assert {c["name"] for c in env.xinfo_consumers(STREAM, GROUP)} == {"gone-busy"}
@@ -237,7 +227,7 @@ def test_dispatch_sends_a_file_in_batches_reports_refusals_and_resumes(
     lines[120] = json.dumps({"n": 120, "blob": "x" * 300})  # over MAX_PAYLOAD_BYTES
     payloads = tmp_path / "work.jsonl"
     payloads.write_text("\n".join(lines) + "\n")
-    code, out, _ = run(capsys, "dispatch", "demo", "--payloads", str(payloads),
+    code, out, _ = run_cli(capsys, "dispatch", "demo", "--payloads", str(payloads),
                        "--batch", "50", "--json")  # fmt: skip
     summary = json.loads(out[out.index("{") :])
     assert code == 1  # some lines were refused
@@ -249,7 +239,7 @@ def test_dispatch_sends_a_file_in_batches_reports_refusals_and_resumes(
     assert any(reason.startswith("line 121:") for reason in summary["reasons"])
     assert (tmp_path / "work.jsonl.progress").read_text().strip() == "250"
     payloads.write_text(payloads.read_text() + json.dumps({"n": 250}) + "\n")
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "dispatch", "demo", "--payloads", str(payloads), "--json"
     )
     resumed = json.loads(out[out.index("{") :])
@@ -263,7 +253,7 @@ def test_dispatch_with_a_wrong_token_stops_with_one_line(
     monkeypatch.setenv("DISPATCH_TOKEN", "wrong-" + TOKEN)
     payloads = tmp_path / "one.jsonl"
     payloads.write_text('{"n": 1}\n')
-    code, _, err = run(capsys, "dispatch", "demo", "--payloads", str(payloads))
+    code, _, err = run_cli(capsys, "dispatch", "demo", "--payloads", str(payloads))
     assert code == 2 and "refused the token" in err
 
 
@@ -383,17 +373,17 @@ def test_task_shows_a_task_and_cancels_one_not_started(
     env.xgroup_create(STREAM, GROUP, "0", mkstream=True)
     task_id = env.xadd(STREAM, {"task": "resize", "payload": "{}"})
     assert isinstance(task_id, str)
-    shown = as_json(capsys, "task", task_id)
+    shown = cli_json(capsys, "task", task_id)
     assert (shown["id"], shown["task"], shown["state"]) == (task_id, "resize", "queued")
-    code, out, _ = run(capsys, "task", task_id)
+    code, out, _ = run_cli(capsys, "task", task_id)
     assert code == 0 and "queued" in out and task_id in out
-    cancelled = as_json(capsys, "task", "cancel", task_id)
+    cancelled = cli_json(capsys, "task", "cancel", task_id)
     assert cancelled["state"] == "cancelled"
-    code, _, err = run(capsys, "task", "cancel", task_id)
+    code, _, err = run_cli(capsys, "task", "cancel", task_id)
     assert code == 2 and "only a queued, delayed or retrying task" in err
-    code, _, err = run(capsys, "task", "not-an-id")
+    code, _, err = run_cli(capsys, "task", "not-an-id")
     assert code == 2 and "milliseconds" in err
-    code, _, err = run(capsys, "task", "1-0")
+    code, _, err = run_cli(capsys, "task", "1-0")
     assert code == 2 and "no task 1-0" in err
 
 
@@ -406,10 +396,10 @@ def test_delayed_lists_waiting_tasks_and_status_counts_them_with_schedules(
     soon = sender.send("demo", {}, timing=make_timing(countdown_s=0.01))
     # No consumer runs: nothing moves the due one, which is soon overdue.
     eventually(
-        lambda: as_json(capsys, "status")["delayed_oldest_overdue_s"] > 0.05,
+        lambda: cli_json(capsys, "status")["delayed_oldest_overdue_s"] > 0.05,
         timeout_s=10,
     )
-    listed = as_json(capsys, "delayed")
+    listed = cli_json(capsys, "delayed")
     assert [(row["id"], row["task"], row["attempt"]) for row in listed] == [
         (soon.id, "demo", 0),
         (later.id, "resize", 0),
@@ -417,12 +407,12 @@ def test_delayed_lists_waiting_tasks_and_status_counts_them_with_schedules(
     assert listed[0]["due_in_s"] < 0 < 3500 < listed[1]["due_in_s"] <= 3600
     tick = schedules.tick_script(env)
     schedules.tick(tick, QUEUE, "nightly", (None, 4_102_444_800_000), [])
-    data = as_json(capsys, "status")
+    data = cli_json(capsys, "status")
     assert data["delayed"] == 2
     assert data["schedules"] == [{"task": "nightly", "last_tick": None,
                                   "next_tick": "2100-01-01T00:00:00+00:00",
                                   "last_entry_id": None}]  # fmt: skip
-    code, out, _ = run(capsys, "delayed")
+    code, out, _ = run_cli(capsys, "delayed")
     assert code == 0 and "overdue by" in out and later.id in out
-    code, out, _ = run(capsys, "status")
+    code, out, _ = run_cli(capsys, "status")
     assert code == 0 and "Periodic tasks" in out and "nightly" in out

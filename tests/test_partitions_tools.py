@@ -5,13 +5,11 @@ every ID partition-qualified (p<i>-<entry ID>)."""
 
 import json
 import re
-from typing import Any
 
 import pytest
 import redis
 from redis.typing import EncodableT, FieldT
 
-from cli.__main__ import main
 from dispatcher.app import create_app
 from dispatcher.console import stats
 from dispatcher.housekeeping import trim_all
@@ -23,7 +21,7 @@ from pipeline_core.partitions import parts
 from pipeline_core.sending import Sender, SenderSettings
 from pipeline_core.timing import make_timing
 from pipeline_core.wire import stream_entries
-from tests.factories import GROUP, STREAM
+from tests.factories import GROUP, STREAM, cli_json, run_cli
 
 Q3 = Queue(STREAM, GROUP, partitions=3)
 P = parts(Q3)
@@ -39,18 +37,6 @@ def env(redis_url: str, r: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> redi
     for part in P:
         r.xgroup_create(part.stream, GROUP, "0", mkstream=True)
     return r
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def as_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = run(capsys, *argv, "--json")
-    assert code == 0, err
-    return json.loads(out)
 
 
 def add(r: redis.Redis, index: int) -> str:
@@ -91,20 +77,20 @@ def test_dead_list_show_replay_purge_over_partitions(
     env: redis.Redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first, third = dead_letter(env, 0), dead_letter(env, 2, error="other")
-    listed = as_json(capsys, "dead", "list")
+    listed = cli_json(capsys, "dead", "list")
     assert [d["dead_id"] for d in listed] == [f"p0-{first}", f"p2-{third}"]
-    shown = as_json(capsys, "dead", "show", f"p2-{third}")
+    shown = cli_json(capsys, "dead", "show", f"p2-{third}")
     assert (shown["dead_id"], shown["payload"]) == (f"p2-{third}", {"n": 2})
-    code, _, err = run(capsys, "dead", "show", third)  # the partition is missing
+    code, _, err = run_cli(capsys, "dead", "show", third)  # the partition is missing
     assert code == 2 and "p<partition>-<entry ID>" in err
-    [moved] = as_json(capsys, "dead", "replay", "--error", "other")
+    [moved] = cli_json(capsys, "dead", "replay", "--error", "other")
     # Back onto partition 2's own stream, and gone from its dead letters.
     entry_id = moved["entry_id"].removeprefix("p2-")
     assert moved == {"dead_id": f"p2-{third}", "entry_id": f"p2-{entry_id}"}
     assert stream_entries(env.xrange(P[2].stream))[0][0] == entry_id
     assert env.xlen(P[2].dead_letter_stream) == 0
     assert env.xlen(P[0].stream) == env.xlen(P[1].stream) == 0
-    code, out, _ = run(capsys, "dead", "purge", "--all", "--yes")
+    code, out, _ = run_cli(capsys, "dead", "purge", "--all", "--yes")
     assert code == 0 and "purged 1" in out
     assert env.xlen(P[0].dead_letter_stream) == 0
 
@@ -117,7 +103,7 @@ def test_pending_delayed_and_consumers_over_partitions(
     env.xreadgroup(GROUP, "pod-b", {P[2].stream: ">"})
     for part in P:  # a consumer gone long ago, a member of every group
         env.xgroup_createconsumer(part.stream, GROUP, "gone")
-    rows = as_json(capsys, "pending")
+    rows = cli_json(capsys, "pending")
     assert {row["entry_id"]: row["consumer"] for row in rows} == {
         f"p1-{ids[1]}": "pod-a",
         f"p2-{ids[2]}": "pod-b",
@@ -125,16 +111,16 @@ def test_pending_delayed_and_consumers_over_partitions(
     sender = Sender(SenderSettings(queue=Q3), client=env)
     later = [sender.send("demo", {}, timing=make_timing(countdown_s=s))
              for s in (3600, 60)]  # fmt: skip
-    waiting = as_json(capsys, "delayed")
+    waiting = cli_json(capsys, "delayed")
     assert [w["id"] for w in waiting] == [later[1].id, later[0].id]  # earliest first
     assert all(re.fullmatch(r"p[0-2]-\d+-1\d+", w["id"]) for w in waiting)
-    listed = {c["name"]: c["pending"] for c in as_json(capsys, "consumers", "list")}
+    listed = {c["name"]: c["pending"] for c in cli_json(capsys, "consumers", "list")}
     assert listed == {"pod-a": 1, "pod-b": 1, "gone": 0}  # one row per name
     # pod-a and pod-b hold entries in one partition each: only "gone" may go.
-    names = [c["name"] for c in as_json(capsys, "consumers", "prune",
+    names = [c["name"] for c in cli_json(capsys, "consumers", "prune",
                                         "--idle-ms", "0", "--dry-run")]  # fmt: skip
     assert names == ["gone"]
-    assert as_json(capsys, "consumers", "prune", "--idle-ms", "0") == {
+    assert cli_json(capsys, "consumers", "prune", "--idle-ms", "0") == {
         "pruned": ["gone"]
     }
     for part in P:
@@ -148,10 +134,10 @@ def test_task_status_and_cancel_by_partitioned_id(
     sender = Sender(SenderSettings(queue=Q3), client=env)
     refs = sender.send_many("demo", [{"n": n} for n in range(3)])
     task_id = refs[1].id
-    assert as_json(capsys, "task", task_id)["state"] == "queued"
-    cancelled = as_json(capsys, "task", "cancel", task_id)
+    assert cli_json(capsys, "task", task_id)["state"] == "queued"
+    cancelled = cli_json(capsys, "task", "cancel", task_id)
     assert (cancelled["id"], cancelled["state"]) == (task_id, "cancelled")
-    code, _, err = run(capsys, "task", task_id.split("-", 1)[1])
+    code, _, err = run_cli(capsys, "task", task_id.split("-", 1)[1])
     assert code == 2 and "p<partition>-<entry ID>" in err
 
 
