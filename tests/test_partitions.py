@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,45 @@ def test_a_consumer_serves_a_small_partition_while_a_big_one_has_work(
         thread.join(timeout=10)
     order = [part for part, _ in finished]
     assert order.index(1) <= 3, order  # after at most 3 of partition 0's 20
+
+
+def test_a_request_over_partitions_is_refused_whole_or_completed_by_its_key(
+    r: redis.Redis, redis_url: str
+) -> None:
+    """A refusal writes nothing in any partition; a partition's write refused by Redis
+    after earlier partitions' answers 503 naming what was written, and the retry with
+    the same Idempotency-Key writes only the rest (a real refusal: a user that may
+    read partition 2's keys but not write them)."""
+    q3 = Queue(partitions=3)
+    queues = parts(q3)
+    body = {"task": "demo", "payloads": [{"n": n} for n in range(6)]}
+    full = Settings(redis=RedisSettings(url=redis_url), queue=q3, allow_anonymous=True)
+    full_app = create_app(full, connect_dispatcher(full)).test_client()
+    refused = create_app(replace(full, max_backlog=5), connect_dispatcher(full))
+    assert refused.test_client().post("/dispatch", json=body).status_code == 429
+    assert [r.exists(q.stream) for q in queues] == [0, 0, 0]  # nothing anywhere
+    keys = [f"~{q.stream}*" for q in queues[:2]] + [f"%R~{queues[2].stream}*"]
+    r.acl_setuser("two", enabled=True, passwords=["+two-secret"], keys=keys,
+                  commands=["+@all"])  # fmt: skip
+    try:
+        url = redis_url.replace("redis://", "redis://two:two-secret@")
+        partial = replace(full, redis=RedisSettings(url=url))
+        first = (
+            create_app(partial, connect_dispatcher(partial))
+            .test_client()
+            .post("/dispatch", json=body, headers={"Idempotency-Key": "k6"})
+        )
+        answer = first.get_json()
+        assert (first.status_code, answer["error"]) == (503, "partly written"), answer
+        written = answer["written_task_ids"]
+        assert sorted(locate(q3, t)[0] for t in written) == [0, 0, 1, 1]
+        assert "same Idempotency-Key" in answer["retry"]
+        retry = full_app.post("/dispatch", json=body, headers={"Idempotency-Key": "k6"})
+        task_ids = retry.get_json()["task_ids"]
+        assert retry.status_code == 202 and set(written) < set(task_ids)
+        assert [r.xlen(q.stream) for q in queues] == [2, 2, 2]  # each message once
+    finally:
+        r.acl_deluser("two")
 
 
 def _post(base: str, body: object, key: str | None = None) -> tuple[int, Any, str]:
