@@ -80,12 +80,20 @@ class Ownership:
         # Unrenewed this long, the claims may have been taken over (renewal_overdue).
         self._overdue_after_s = 2 * settings.heartbeat_interval_s
 
-    def hold(self, entry_ids: Iterable[str]) -> None:
-        """A batch just read or claimed (so its claims are fresh)."""
+    def hold(self, entry_ids: Iterable[str], read_s: float | None = None) -> None:
+        """A batch just read or claimed (so its claims are fresh), or read ahead: then
+        its claims are only as fresh as `read_s` (monotonic, when the read was sent;
+        the freeze check after a long wait renews them, or finds them taken over)."""
         with self._lock:
+            if read_s is None:
+                self._renewed_s = time.monotonic()
+            elif self._started:
+                self._renewed_s = min(self._renewed_s, read_s)
+            else:
+                self._renewed_s = read_s
+            if not self._started:  # what a stop released belonged to an older batch
+                self._released.clear()
             self._started.update(dict.fromkeys(entry_ids))
-            self._renewed_s = time.monotonic()
-            self._released.clear()  # what a stop released belonged to an older batch
             self._publish_held()
         self.beacon.beat()
 

@@ -7,6 +7,7 @@ import time
 from consumer.batching import CLAIM_COUNT, ReadSize
 from consumer.message import Message, read_entries, to_messages
 from consumer.metrics import ConsumerMetrics
+from consumer.read_ahead import READ_AHEAD_FROM, ReadAhead
 from consumer.settings import Settings
 from pipeline_core.connection import Client
 from pipeline_core.task_state import CANCELS
@@ -28,10 +29,64 @@ class Reader:
         # round trip (ZCARD), so a batch costs one more lookup only while there are.
         self.cancels_outstanding = False
         self._cancels = settings.queue.key(CANCELS)
+        self.ahead = ReadAhead(client)
+        self._count = 1  # the COUNT of the last read: a read ahead asks as many
+        # Read ahead but not yet run (taken early, to be held: hold_read_ahead).
+        self._ready: list[Message] = []
+        # When the read that returned the last batch was sent (monotonic): its claims
+        # are at least that fresh.
+        self.read_s = 0.0
 
     def read_new(self, block_ms: int | None = None) -> list[Message]:
-        """Never-delivered entries, as many as read_size allows, waiting up to
-        block_ms (default BLOCK_MS; 0: not at all, unlike Redis's BLOCK 0)."""
+        """Never-delivered entries, as many as read_size allows: those read ahead if
+        any, else read now, waiting up to block_ms (default BLOCK_MS; 0: not at all,
+        unlike Redis's BLOCK 0)."""
+        count = self.read_size.count()
+        self.read_s = self.ahead.sent_s
+        messages = self.take_read_ahead()
+        self._ready = []
+        if not messages:
+            self.read_s = time.monotonic()
+            messages = self._read(count, block_ms)
+        self._count = count
+        self.read_size.returned(len(messages))
+        return messages
+
+    def read_ahead(self) -> None:
+        """Send the next read now, before the batch just read runs, if its tasks are
+        tiny (consumer.read_ahead)."""
+        if (
+            self._count < READ_AHEAD_FROM
+            or self.settings.batch_size is not None
+            or not self.ahead.possible
+            or self.ahead.outstanding
+            or self._ready
+        ):
+            return
+        q = self.settings.queue
+        group, consumer = q.group, self.settings.consumer_name
+        self.ahead.send(
+            ("XREADGROUP", "GROUP", group, consumer, "COUNT", self._count,
+             "STREAMS", q.stream, ">"),
+            ("ZCARD", self._cancels),
+        )  # fmt: skip
+
+    def take_read_ahead(self) -> list[Message]:
+        """The entries read ahead (collected now if still outstanding), once."""
+        if self.ahead.outstanding:
+            reply, cancels = self.ahead.collect()
+            self.cancels_outstanding = bool(cancels)
+            self._ready = to_messages(read_entries(reply), deliveries=1)
+        return self._ready
+
+    def drop_read_ahead(self) -> list[Message]:
+        """After a failure: the read ahead is forgotten (see ReadAhead.drop); the
+        entries it had returned, if taken already, to be let go."""
+        self.ahead.drop()
+        dropped, self._ready = self._ready, []
+        return dropped
+
+    def _read(self, count: int, block_ms: int | None) -> list[Message]:
         s = self.settings
         q = s.queue
         with self.client.pipeline(transaction=False) as pipe:
@@ -39,15 +94,13 @@ class Reader:
                 q.group,
                 s.consumer_name,
                 {q.stream: ">"},
-                self.read_size.count(),
+                count,
                 s.block_ms if block_ms is None else (block_ms or None),
             )
             pipe.zcard(self._cancels)
             reply, cancels = pipe.execute()
         self.cancels_outstanding = bool(cancels)
-        messages = to_messages(read_entries(reply), deliveries=1)
-        self.read_size.returned(len(messages))
-        return messages
+        return to_messages(read_entries(reply), deliveries=1)
 
     def claim_stale(self) -> list[Message]:
         """Entries idle past claim_idle_ms (a crashed, frozen or failed attempt), now

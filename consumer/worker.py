@@ -104,6 +104,7 @@ class Worker:
         stack = contextlib.ExitStack()
         stack.enter_context(self.heartbeat.running())
         stack.enter_context(self.clock.running())
+        stack.callback(self.release_read_ahead)
         return stack
 
     def step(self, block_ms: int) -> int:
@@ -117,6 +118,7 @@ class Worker:
                 self._group = "ready"
             taken = self.poll_once(block_ms)
         except FAILURES as error:
+            self.ownership.let_go([m.entry_id for m in self.reader.drop_read_ahead()])
             self._failures += 1
             kind = reason(error)
             if kind in ("nogroup", "unblocked"):
@@ -131,10 +133,14 @@ class Worker:
     def poll_once(self, block_ms: int | None = None) -> int:
         """Take stale entries or else new ones (waiting up to block_ms, default
         BLOCK_MS), run them, ack them; returns how many."""
-        messages = self.claim_stale() or self.skip_cancelled(
-            self.reader.read_new(block_ms)
-        )
-        self.process(messages)
+        messages = self.claim_stale()
+        read_s = None
+        if not messages:
+            messages = self.skip_cancelled(self.reader.read_new(block_ms))
+            read_s = self.reader.read_s
+            if messages and not self.stopping.is_set():
+                self.reader.read_ahead()  # tiny tasks: Redis reads while we work
+        self.process(messages, read_s)
         self.trim_when_due()
         return len(messages)
 
@@ -160,10 +166,11 @@ class Worker:
         skipped = {m.entry_id for m in cancelled}
         return [m for m in messages if m.entry_id not in skipped]
 
-    def process(self, messages: list[Message]) -> None:
+    def process(self, messages: list[Message], read_s: float | None = None) -> None:
         """Run the batch in order; ack finished entries together, at least every
-        ack_interval_ms. On stop, unstarted entries are released to other consumers."""
-        self.ownership.hold(m.entry_id for m in messages)
+        ack_interval_ms. On stop, unstarted entries are released to other consumers.
+        `read_s`: when the read that returned them was sent (default: just now)."""
+        self.ownership.hold((m.entry_id for m in messages), read_s)
         try:
             with self.timer.armed():
                 self._run(messages)
@@ -174,12 +181,15 @@ class Worker:
         done: list[tuple[Message, str]] = []
         ack_every_s = self.settings.ack_interval_ms / 1000
         flushed_s = time.monotonic()
+        halfway = len(messages) // 2
         for index, message in enumerate(messages):
             self.progress_s = time.monotonic()
             if self.stopping.is_set():
                 self.outcomes.release(messages[index:])
                 log.info("entries released", extra={"count": len(messages) - index})
                 break
+            if index == halfway:
+                self._hold_read_ahead()
             if not self.ownership.still_ours(message.entry_id):
                 continue  # another consumer took it over while we were frozen
             if message.expired(time.time()):
@@ -191,7 +201,26 @@ class Worker:
             if time.monotonic() - flushed_s >= ack_every_s:
                 self.outcomes.ack(done)
                 done, flushed_s = [], time.monotonic()
+                self._hold_read_ahead()
         self.outcomes.ack(done)
+
+    def _hold_read_ahead(self) -> None:
+        """Halfway through the batch (Redis had time to answer), and again at each
+        ack while it runs long: the entries read ahead are taken in hand, so the
+        heartbeat renews their claims, and a stop hands them back at once."""
+        if self.reader.ahead.outstanding:
+            read_s = self.reader.ahead.sent_s
+            ahead = self.reader.take_read_ahead()
+            self.ownership.hold((m.entry_id for m in ahead), read_s)
+
+    def release_read_ahead(self) -> None:
+        """On stop: the entries read ahead go back to the group, unrun."""
+        try:
+            ahead = self.reader.take_read_ahead()
+            if ahead:
+                self.outcomes.release(ahead)
+        except FAILURES:  # reclaimed after CLAIM_IDLE_MS instead
+            self.ownership.let_go([m.entry_id for m in self.reader.drop_read_ahead()])
 
     def handle(self, message: Message) -> str | None:
         """Run one entry's task; returns its JSON result, or None if it did not

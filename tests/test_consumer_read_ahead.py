@@ -1,0 +1,193 @@
+"""Read-ahead (consumer/read_ahead.py), on a real Redis: with tiny tasks the next read
+is sent before the batch runs; nothing read ahead is lost when the consumer stops,
+when its reply is lost, or when the batch runs long; slow tasks and an explicit
+BATCH_SIZE are read one batch at a time, as before."""
+
+import time
+from typing import Any
+
+import redis
+
+from consumer.read_ahead import READ_AHEAD_FROM
+from consumer.worker import Worker
+from harness.processes import wait_for
+from tests.factories import add_entry, drained, make_worker, pending, result_of
+
+
+def echo(**payload: Any) -> dict[str, Any]:
+    return payload
+
+
+def warm_up(worker: Worker, client: redis.Redis) -> int:
+    """Poll tiny tasks until a read is large enough to be read ahead; how many ran.
+    The count doubles from 1 (consumer/batching.py), so that takes 8 polls."""
+    ran = 0
+    while worker.reader.read_size.count() < READ_AHEAD_FROM:
+        taken = worker.poll_once()
+        assert taken, "the stream ran dry before the count grew"
+        ran += taken
+    assert not worker.reader.ahead.outstanding
+    return ran
+
+
+def fill(client: redis.Redis, count: int, task: str = "echo") -> list[str]:
+    return [add_entry(client, task, {"n": n}) for n in range(count)]
+
+
+def test_tiny_tasks_the_next_read_is_sent_before_the_batch_runs(
+    r: redis.Redis,
+) -> None:
+    ids = fill(r, 1000)
+    worker = make_worker(r, {"echo": echo}, batch_size=None)
+    ran = warm_up(worker, r)
+    count = worker.reader.read_size.count()
+    assert worker.poll_once() == count
+    ran += count
+    # The batch is acked; the next one was read meanwhile, pending under this consumer
+    # and held since halfway through the batch (its claims renewed by the heartbeat).
+    ahead = [row["message_id"] for row in pending(r)]
+    assert sorted(worker.ownership.renewable()) == sorted(ahead)
+    assert ahead == ids[ran : ran + count]
+    assert {row["consumer"] for row in pending(r)} == {"c1"}
+    # The next poll runs exactly those, without reading again first.
+    assert worker.poll_once() == count
+    assert all(result_of(r, entry_id) for entry_id in ahead)
+    while worker.poll_once():
+        pass
+    assert drained(r, len(ids))
+    assert all(result_of(r, entry_id) for entry_id in ids)
+    assert not worker.reader.ahead.outstanding  # the read ahead that found nothing
+
+
+def test_slow_tasks_and_an_explicit_batch_size_are_not_read_ahead(
+    r: redis.Redis,
+) -> None:
+    fill(r, 1000)
+    fixed = make_worker(r, {"echo": echo}, batch_size=500)
+    assert fixed.poll_once() == 500
+    assert not fixed.reader.ahead.outstanding
+    assert pending(r) == []
+    adaptive = make_worker(r, {"echo": echo}, batch_size=None)
+    adaptive.reader.read_size.returned(1)  # last batch: one entry that took...
+    adaptive.reader.read_size._returned_s -= 0.05  # ...a whole batch's target time
+    assert adaptive.reader.read_size.count() == 1
+    assert adaptive.poll_once() == 1
+    assert not adaptive.reader.ahead.outstanding
+    assert pending(r) == []
+
+
+def test_on_stop_the_entries_read_ahead_go_back_unrun_and_uncounted(
+    r: redis.Redis,
+) -> None:
+    ids = fill(r, 600)
+    worker = make_worker(r, {"echo": echo}, batch_size=None, claim_idle_ms=60_000)
+    with worker.running():  # as run() and the partitions' rotation do
+        warm_up(worker, r)
+        worker.poll_once()
+        ahead = [row["message_id"] for row in pending(r)]
+        assert len(ahead) >= READ_AHEAD_FROM
+        worker.stopping.set()  # SIGTERM
+    # Released: claimable by any consumer at once, their delivery not counted.
+    assert not worker.reader.ahead.outstanding
+    rows = pending(r)
+    assert [row["message_id"] for row in rows] == ahead
+    assert all(row["time_since_delivered"] >= 60_000 for row in rows)
+    assert all(row["times_delivered"] == 0 for row in rows)
+    assert not any(result_of(r, entry_id) for entry_id in ahead)
+    other = make_worker(
+        r, {"echo": echo}, batch_size=None, consumer_name="c2", claim_idle_ms=60_000
+    )
+    deadline = 200 + len(ids)
+    while not drained(r, len(ids)) and deadline:
+        other.poll_once()
+        deadline -= 1
+    assert drained(r, len(ids))
+    assert all(result_of(r, entry_id) for entry_id in ids)
+
+
+def test_a_read_ahead_whose_reply_is_never_read_is_reclaimed(r: redis.Redis) -> None:
+    """A failure (any error the worker backs off from: Worker.step) drops the read
+    ahead: its connection is closed with the reply unread, as when the network dies
+    before the reply arrives. Redis delivered its entries to this consumer all the
+    same: XAUTOCLAIM hands them out again after CLAIM_IDLE_MS, and they run."""
+    ids = fill(r, 600)
+    worker = make_worker(r, {"echo": echo}, batch_size=None, claim_idle_ms=200)
+    warm_up(worker, r)
+    count = worker.reader.read_size.count()
+    worker.poll_once()
+    ahead = [row["message_id"] for row in pending(r)]
+    assert len(ahead) == count
+    dropped = worker.reader.drop_read_ahead()  # as Worker.step does on a failure
+    worker.ownership.let_go([m.entry_id for m in dropped])
+    assert [m.entry_id for m in dropped] == ahead
+    assert not worker.reader.ahead.outstanding
+    wait_for(lambda: worker.poll_once() == 0 and drained(r, len(ids)), timeout_s=60)
+    assert all(result_of(r, entry_id) for entry_id in ids)
+    assert all(result_of(r, entry_id) for entry_id in ahead)
+
+
+def test_a_stop_during_a_long_task_hands_back_the_entries_read_ahead_at_once(
+    r: redis.Redis,
+) -> None:
+    """SIGTERM while a task runs long in a batch of tiny ones: the heartbeat hands back
+    the batch's unstarted entries and those read ahead at once, not when the task
+    ends (docs/guarantees.md)."""
+    released: list[bool] = []
+    worker: Worker
+
+    def linger() -> None:
+        worker.stopping.set()  # SIGTERM, while this task runs on
+        ahead = set(ahead_ids)
+
+        def handed_back() -> bool:
+            rows = [row for row in pending(r) if row["message_id"] in ahead]
+            return len(rows) == len(ahead) and all(
+                row["time_since_delivered"] >= 60_000 for row in rows
+            )
+
+        released.append(wait_for(handed_back, timeout_s=20) or True)
+
+    worker = make_worker(
+        r, {"echo": echo, "linger": linger}, batch_size=None, claim_idle_ms=60_000
+    )
+    first = fill(r, 127)  # the ramp: 1 + 2 + ... + 64
+    batch = [*fill(r, 100), add_entry(r, "linger"), *fill(r, 27)]  # 128
+    ahead_ids = fill(r, 128)
+    with worker.running():
+        assert warm_up(worker, r) == len(first)
+        assert worker.poll_once() == len(batch)  # taken: 101 ran, 27 went back
+    assert released == [True]
+    assert not any(result_of(r, entry_id) for entry_id in ahead_ids)
+    assert all(result_of(r, entry_id) for entry_id in batch[:101])
+
+
+def test_a_batch_running_long_takes_the_entries_read_ahead_in_hand(
+    r: redis.Redis,
+) -> None:
+    """At the batch's first ACK_INTERVAL_MS the read ahead is collected and held, so the
+    heartbeat renews those claims while the batch goes on."""
+    held: list[int] = []
+    worker: Worker
+
+    def slow(n: int) -> None:
+        held.append(len(worker.ownership.renewable()))
+        time.sleep(0.002)
+
+    worker = make_worker(
+        r, {"echo": echo, "slow": slow}, batch_size=None, ack_interval_ms=50
+    )
+    first = fill(r, 127)  # the ramp: 1 + 2 + ... + 64
+    slow_ids = fill(
+        r, 128, "slow"
+    )  # read as one batch of 128 (read ahead at its start)
+    rest = fill(r, 300)
+    assert warm_up(worker, r) == len(first)
+    assert worker.poll_once() == len(slow_ids)  # about 128 x 2 ms: past 50 ms
+    assert held[0] == len(slow_ids)
+    # Past the first flush: what was left of the batch, plus the 128 read ahead.
+    assert max(held) > len(slow_ids)
+    while worker.poll_once():
+        pass
+    ids = first + slow_ids + rest
+    assert drained(r, len(ids))
+    assert all(result_of(r, entry_id) for entry_id in ids)
