@@ -1,6 +1,7 @@
 """Outcomes: what becomes of an entry once its turn came. Each is written here once:
 
-ack           result stored and XACK, together (one MULTI per lot)
+ack           result stored and XACK, together (one MULTI per lot; for tiny tasks
+              sent ahead, its reply read during the next batch: settle)
 failed        re-queued after its backoff (its retry policy), or dead-lettered
 dead_letter   moved to the dead-letter stream with the reason (exactly once)
 cancelled     acknowledged unrun: cancelled before it started (DELETE /tasks/<id>)
@@ -16,6 +17,7 @@ import redis
 from redis.typing import EncodableT
 
 from consumer.errors import TaskTimeoutError
+from consumer.in_flight import InFlight
 from consumer.message import Message
 from consumer.metrics import ConsumerMetrics
 from consumer.ownership import Ownership
@@ -73,6 +75,20 @@ def store_and_ack(
     saying `state` (a cancel request is removed). A few commands a batch. Returns how
     many entries the XACK removed from the pending list (fewer: others had
     acknowledged them already)."""
+    with client.pipeline(transaction=True) as pipe:
+        for command in ack_commands(settings, done, unrun, state):
+            pipe.execute_command(*command)
+        acked: int = pipe.execute()[-1]
+    return acked
+
+
+def ack_commands(
+    settings: Settings,
+    done: list[tuple[Message, str]],
+    unrun: Sequence[Message] = (),
+    state: str = "cancelled",
+) -> list[tuple[EncodableT, ...]]:
+    """store_and_ack's commands, to go inside one MULTI/EXEC; the XACK last."""
     queue = settings.queue
     # Results by minute of enqueue time (the hash they go to): a batch's share one.
     # Each hash's fields and values go flat, as HSET takes them.
@@ -89,16 +105,17 @@ def store_and_ack(
         owner = message.fields.get(OWNER_FIELD)
         if owner:  # only its owner (and operators) may read it: dispatcher/auth.py
             items += (owner_field(task_id), owner)
-    with client.pipeline(transaction=True) as pipe:
-        for bucket, items in buckets.items():
-            key = queue.bucket_key(bucket)
-            pipe.hset(key, items=items)
-            pipe.expire(key, settings.result_ttl_s)  # kept that long after the last
-        if unrun and state == "cancelled":
-            pipe.zrem(queue.key(CANCELS), *(m.task_id for m in unrun))
-        pipe.xack(queue.stream, queue.group, *(m.entry_id for m, _, _ in records))
-        acked: int = pipe.execute()[-1]
-    return acked
+    commands: list[tuple[EncodableT, ...]] = []
+    for bucket, items in buckets.items():
+        key = queue.bucket_key(bucket)
+        commands.append(("HSET", key, *items))
+        # Kept that long after the last result written into it.
+        commands.append(("EXPIRE", key, settings.result_ttl_s))
+    if unrun and state == "cancelled":
+        commands.append(("ZREM", queue.key(CANCELS), *(m.task_id for m in unrun)))
+    ids = (m.entry_id for m, _, _ in records)
+    commands.append(("XACK", queue.stream, queue.group, *ids))
+    return commands
 
 
 class Outcomes:
@@ -117,13 +134,23 @@ class Outcomes:
         self.tasks = tasks
         self._dead_letter = client.register_script(DEAD_LETTER)
         self._retry = retry_script(client)
+        self._in_flight = InFlight(client)  # an ack sent ahead
+        self._sent: tuple[list[tuple[Message, str]], list[str]] = ([], [])
 
-    def ack(self, done: list[tuple[Message, str]]) -> None:
-        """Store the results and XACK their entries in one MULTI/EXEC."""
+    def ack(self, done: list[tuple[Message, str]], ahead: bool = False) -> None:
+        """Store the results and XACK their entries in one MULTI/EXEC. `ahead`: sent
+        without waiting for its reply (consumer.in_flight), read by settle()."""
         if not done:
             return
+        self.settle()
         ids = [m.entry_id for m, _ in done]
         taken = self.ownership.taken_over(ids)
+        if ahead and self._in_flight.possible:
+            commands = ack_commands(self.settings, done)
+            with self.ownership.finishing(ids):
+                self._in_flight.send(("MULTI",), *commands, ("EXEC",))
+            self._sent = (done, taken)
+            return
         with self.ownership.finishing(ids):
             try:
                 acked = store_and_ack(self.client, self.settings, done)
@@ -131,6 +158,38 @@ class Outcomes:
                 if reason(error) != "oom":
                     raise
                 acked = self._ack_without_results(done)
+        self._acked(done, taken, acked)
+
+    @property
+    def ack_in_flight(self) -> bool:
+        return self._in_flight.outstanding
+
+    def settle(self) -> None:
+        """The ack sent ahead, if one is in flight: its reply read, and the rest done
+        as ack() does (Redis out of memory: acknowledged without the results)."""
+        if not self._in_flight.outstanding:
+            return
+        done, taken = self._sent
+        replies = self._in_flight.collect()
+        executed = replies[-1]
+        errors = [x for x in replies if isinstance(x, redis.ResponseError)]
+        if isinstance(executed, list):
+            errors += [x for x in executed if isinstance(x, redis.ResponseError)]
+        if not errors:
+            self._acked(done, taken, int(executed[-1]))
+        elif any(reason(error) == "oom" for error in errors):
+            self._acked(done, taken, self._ack_without_results(done))
+        else:
+            raise errors[0]
+
+    def drop(self) -> None:
+        """After a failure: an ack in flight is forgotten. If Redis applied it, it
+        holds; if not, its entries are pending and run again once reclaimed."""
+        self._in_flight.drop()
+
+    def _acked(
+        self, done: list[tuple[Message, str]], taken: list[str], acked: int
+    ) -> None:
         # Late: taken over by another consumer meanwhile, or even acknowledged by it
         # already. Harmless: the work is done; it may have run twice, nothing is lost.
         late = max(len(taken), len(done) - acked)

@@ -5,9 +5,9 @@ import logging
 import time
 
 from consumer.batching import CLAIM_COUNT, ReadSize
+from consumer.in_flight import READ_AHEAD_FROM, InFlight
 from consumer.message import Message, read_entries, to_messages
 from consumer.metrics import ConsumerMetrics
-from consumer.read_ahead import READ_AHEAD_FROM, ReadAhead
 from consumer.settings import Settings
 from pipeline_core.connection import Client
 from pipeline_core.task_state import CANCELS
@@ -29,7 +29,7 @@ class Reader:
         # round trip (ZCARD), so a batch costs one more lookup only while there are.
         self.cancels_outstanding = False
         self._cancels = settings.queue.key(CANCELS)
-        self.ahead = ReadAhead(client)
+        self.ahead = InFlight(client)
         self._count = 1  # the COUNT of the last read: a read ahead asks as many
         # Read ahead but not yet run (taken early, to be held: hold_read_ahead).
         self._ready: list[Message] = []
@@ -54,7 +54,7 @@ class Reader:
 
     def read_ahead(self) -> None:
         """Send the next read now, before the batch just read runs, if its tasks are
-        tiny (consumer.read_ahead)."""
+        tiny (consumer.in_flight)."""
         if (
             self._count < READ_AHEAD_FROM
             or self.settings.batch_size is not None
@@ -71,16 +71,24 @@ class Reader:
             ("ZCARD", self._cancels),
         )  # fmt: skip
 
+    @property
+    def in_hand(self) -> bool:
+        """Whether a read ahead is outstanding or its entries are waiting to run."""
+        return bool(self._ready) or self.ahead.outstanding
+
     def take_read_ahead(self) -> list[Message]:
         """The entries read ahead (collected now if still outstanding), once."""
         if self.ahead.outstanding:
             reply, cancels = self.ahead.collect()
+            for answer in (reply, cancels):
+                if isinstance(answer, Exception):
+                    raise answer  # e.g. NOGROUP: the group was deleted meanwhile
             self.cancels_outstanding = bool(cancels)
             self._ready = to_messages(read_entries(reply), deliveries=1)
         return self._ready
 
     def drop_read_ahead(self) -> list[Message]:
-        """After a failure: the read ahead is forgotten (see ReadAhead.drop); the
+        """After a failure: the read ahead is forgotten (see InFlight.drop); the
         entries it had returned, if taken already, to be let go."""
         self.ahead.drop()
         dropped, self._ready = self._ready, []

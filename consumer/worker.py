@@ -118,6 +118,7 @@ class Worker:
                 self._group = "ready"
             taken = self.poll_once(block_ms)
         except FAILURES as error:
+            self.outcomes.drop()
             self.ownership.let_go([m.entry_id for m in self.reader.drop_read_ahead()])
             self._failures += 1
             kind = reason(error)
@@ -135,6 +136,8 @@ class Worker:
         BLOCK_MS), run them, ack them; returns how many."""
         messages = self.claim_stale()
         read_s = None
+        if not self.reader.in_hand:
+            self.outcomes.settle()  # before a read that may wait
         if not messages:
             messages = self.skip_cancelled(self.reader.read_new(block_ms))
             read_s = self.reader.read_s
@@ -202,24 +205,30 @@ class Worker:
                 self.outcomes.ack(done)
                 done, flushed_s = [], time.monotonic()
                 self._hold_read_ahead()
-        self.outcomes.ack(done)
+        # The next batch in hand (read ahead): this ack's reply is read during it.
+        ahead = self.reader.in_hand and not self.stopping.is_set()
+        self.outcomes.ack(done, ahead)
 
     def _hold_read_ahead(self) -> None:
         """Halfway through the batch (Redis had time to answer), and again at each
         ack while it runs long: the entries read ahead are taken in hand, so the
         heartbeat renews their claims, and a stop hands them back at once."""
+        self.outcomes.settle()  # the last batch's ack, if sent ahead
         if self.reader.ahead.outstanding:
             read_s = self.reader.ahead.sent_s
             ahead = self.reader.take_read_ahead()
             self.ownership.hold((m.entry_id for m in ahead), read_s)
 
     def release_read_ahead(self) -> None:
-        """On stop: the entries read ahead go back to the group, unrun."""
+        """On stop: the ack in flight is settled; the entries read ahead go back to
+        the group, unrun."""
         try:
+            self.outcomes.settle()
             ahead = self.reader.take_read_ahead()
             if ahead:
                 self.outcomes.release(ahead)
         except FAILURES:  # reclaimed after CLAIM_IDLE_MS instead
+            self.outcomes.drop()
             self.ownership.let_go([m.entry_id for m in self.reader.drop_read_ahead()])
 
     def handle(self, message: Message) -> str | None:

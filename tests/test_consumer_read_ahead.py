@@ -1,16 +1,21 @@
-"""Read-ahead (consumer/read_ahead.py), on a real Redis: with tiny tasks the next read
-is sent before the batch runs; nothing read ahead is lost when the consumer stops,
-when its reply is lost, or when the batch runs long; slow tasks and an explicit
-BATCH_SIZE are read one batch at a time, as before."""
+"""Read-ahead and ack-ahead (consumer/in_flight.py), on a real Redis: with tiny tasks
+the next read is sent before the batch runs, and a batch's ack is read during the next;
+nothing read ahead is lost when the consumer stops, when its reply is lost, or when the
+batch runs long; an ack sent ahead under maxmemory still acknowledges; slow tasks and
+an explicit BATCH_SIZE are read and acked one batch at a time, as before."""
 
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
-from consumer.read_ahead import READ_AHEAD_FROM
+from consumer.in_flight import READ_AHEAD_FROM
 from consumer.worker import Worker
 from harness.processes import wait_for
+from harness.redis_server import EPHEMERAL, RedisServer
 from tests.factories import add_entry, drained, make_worker, pending, result_of
 
 
@@ -51,7 +56,7 @@ def test_tiny_tasks_the_next_read_is_sent_before_the_batch_runs(
     assert {row["consumer"] for row in pending(r)} == {"c1"}
     # The next poll runs exactly those, without reading again first.
     assert worker.poll_once() == count
-    assert all(result_of(r, entry_id) for entry_id in ahead)
+    wait_for(lambda: all(result_of(r, entry_id) for entry_id in ahead), timeout_s=10)
     while worker.poll_once():
         pass
     assert drained(r, len(ids))
@@ -191,3 +196,66 @@ def test_a_batch_running_long_takes_the_entries_read_ahead_in_hand(
     ids = first + slow_ids + rest
     assert drained(r, len(ids))
     assert all(result_of(r, entry_id) for entry_id in ids)
+
+
+def acked(worker: Worker) -> float:
+    value: float = worker.metrics.messages.labels("echo", "acked")._value.get()
+    return value
+
+
+def test_tiny_tasks_a_batch_ack_goes_ahead_and_is_read_during_the_next(
+    r: redis.Redis,
+) -> None:
+    ids = fill(r, 1000)
+    worker = make_worker(r, {"echo": echo}, batch_size=None)
+    ran = warm_up(worker, r)
+    assert not worker.outcomes.ack_in_flight  # nothing was in hand: waited for
+    taken = worker.poll_once()
+    batch = ids[ran : ran + taken]
+    # The next batch was in hand: the ack was sent, its reply not waited for.
+    assert worker.outcomes.ack_in_flight
+    assert acked(worker) == ran
+    wait_for(lambda: all(result_of(r, entry_id) for entry_id in batch), timeout_s=10)
+    assert not {row["message_id"] for row in pending(r)} & set(batch)
+    # Halfway through the next batch its reply was read, and the batch counted.
+    nxt = worker.poll_once()
+    assert acked(worker) >= ran + taken
+    while worker.poll_once():
+        pass
+    assert not worker.outcomes.ack_in_flight  # settled before a read that may wait
+    assert acked(worker) == len(ids) and nxt
+    assert drained(r, len(ids))
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[redis.Redis]:
+    """A private Redis to push past maxmemory."""
+    server = RedisServer(tmp_path / "redis", EPHEMERAL).start()
+    client = server.client()
+    yield client
+    client.close()
+    server.kill()
+
+
+def test_an_ack_sent_ahead_under_maxmemory_acknowledges_without_results(
+    own: redis.Redis,
+) -> None:
+    """Redis refuses the HSET (and so the MULTI) of an ack sent ahead: read during
+    the next batch, it is redone as a plain XACK, the results dropped and counted,
+    as a waited-for ack does (docs/guarantees.md)."""
+    ids = fill(own, 1000)
+    worker = make_worker(own, {"echo": echo}, batch_size=None)
+    ran = warm_up(worker, own)
+    own.config_set("maxmemory", 1)  # over it already: writes that allocate are refused
+    try:
+        taken = worker.poll_once()
+        assert worker.outcomes.ack_in_flight
+        dropped = worker.metrics.results_dropped
+        while worker.poll_once():
+            pass
+    finally:
+        own.config_set("maxmemory", 0)
+    assert drained(own, len(ids))
+    assert dropped._value.get() == len(ids) - ran
+    assert not any(result_of(own, entry_id) for entry_id in ids[ran : ran + taken])
+    assert acked(worker) == len(ids)

@@ -1,0 +1,107 @@
+"""Commands in flight: sent now, their replies read later, so Redis works while this
+process does instead of while it waits. Two uses, both only for tiny tasks (the adaptive
+count at READ_AHEAD_FROM or more: at least that many entries fit in consumer.batching's
+TARGET_BATCH_S, so each takes under half a millisecond), where waiting for Redis is a
+large share of an entry's cost and Redis can work on the other core:
+
+- Read-ahead (consumer.reader): the next XREADGROUP, sent before the batch in hand runs.
+  Its reply is read halfway through the batch (by then Redis has answered); from then
+  its entries are held like the batch's: the heartbeat renews their claims, and a stop
+  hands them back at once. A consumer then holds up to two batches: the one it runs and
+  the one read ahead, whose entries wait about TARGET_BATCH_S more.
+- Ack-ahead (consumer.outcomes): a batch's results and XACK (one MULTI/EXEC), sent when
+  the batch ends, their replies read halfway through the next one (or before any read
+  that may wait, and on stop). Its entries are let go at the send.
+
+Slow tasks (a small count) and an explicit BATCH_SIZE go one batch at a time, each
+command waited for, as before. Each use has a connection of its own, taken from the
+client's pool while its replies are outstanding. Not on a Redis Cluster client (no
+single pool): there every command is waited for.
+
+Nothing is lost if a reply never arrives (a lost connection, a crash): the entries read
+ahead, or whose ack was not applied, are pending under this consumer and any
+consumer's XAUTOCLAIM takes them after CLAIM_IDLE_MS, as with a crash mid-batch (an
+entry whose ack was lost runs again: what a crash re-runs, docs/guarantees.md).
+"""
+
+import time
+from typing import Any
+
+import redis
+from redis.connection import ConnectionPool
+
+from pipeline_core.connection import Client
+
+# The least COUNT read ahead (see above): 100 entries in 50 ms, 0.5 ms an entry.
+READ_AHEAD_FROM = 100
+
+
+class InFlight:
+    """Commands sent, their replies unread, on a connection of its own."""
+
+    def __init__(self, client: Client) -> None:
+        pool = getattr(client, "connection_pool", None)
+        # A cluster's client has no single pool; a Redis or Sentinel client has.
+        self.pool: ConnectionPool | None = (
+            pool if isinstance(client, redis.Redis) else None
+        )
+        self._connection: Any = None
+        self._replies = 0
+        self.sent_s = 0.0  # monotonic: when the outstanding read was sent
+
+    @property
+    def possible(self) -> bool:
+        return self.pool is not None
+
+    @property
+    def outstanding(self) -> bool:
+        return self._connection is not None
+
+    def send(self, *commands: tuple[Any, ...]) -> None:
+        """Send the commands (each a tuple of arguments), not waiting for replies."""
+        if self.pool is None or self._connection is not None:
+            raise RuntimeError("impossible here, or already in flight")
+        connection: Any = self.pool.get_connection()  # redis-py's methods: untyped
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+        except BaseException:
+            self._give_back(connection, broken=True)
+            raise
+        self._connection, self._replies = connection, len(commands)
+        self.sent_s = time.monotonic()
+
+    def collect(self) -> list[Any]:
+        """The replies, as Redis sent them; an error reply is returned as its
+        redis.ResponseError. A lost connection raises (and drops it)."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            raise RuntimeError("nothing in flight")
+        try:
+            replies = [_reply(connection) for _ in range(self._replies)]
+        except BaseException:
+            self._give_back(connection, broken=True)
+            raise
+        self._give_back(connection, broken=False)
+        return replies
+
+    def drop(self) -> None:
+        """Forget what is in flight (after a failure): its connection is closed with
+        the replies unread (see above: nothing is lost)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._give_back(connection, broken=True)
+
+    def _give_back(self, connection: Any, broken: bool) -> None:
+        if broken:
+            connection.disconnect()
+        if self.pool is not None:
+            self.pool.release(connection)
+
+
+def _reply(connection: Any) -> Any:
+    """One reply; an error reply as a value (it was read whole: the connection stays
+    in step with Redis)."""
+    try:
+        return connection.read_response()
+    except redis.ResponseError as error:
+        return error
