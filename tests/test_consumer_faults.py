@@ -55,8 +55,10 @@ def running(worker: Worker) -> threading.Thread:
 
 
 def stop(worker: Worker, thread: threading.Thread) -> None:
+    """SIGTERM, as the worker sees it: it stops once its blocked read returns (up to
+    BLOCK_MS), and a loaded 2-core machine gets 10 s more."""
     worker.stopping.set()
-    thread.join(timeout=5)
+    thread.join(timeout=worker.settings.block_ms / 1000 + 10)
     assert not thread.is_alive()
 
 
