@@ -40,14 +40,13 @@ class InFlight:
     """Commands sent, their replies unread, on a connection of its own."""
 
     def __init__(self, client: Client) -> None:
-        pool = getattr(client, "connection_pool", None)
         # A cluster's client has no single pool; a Redis or Sentinel client has.
         self.pool: ConnectionPool | None = (
-            pool if isinstance(client, redis.Redis) else None
+            client.connection_pool if isinstance(client, redis.Redis) else None
         )
         self._connection: Any = None
         self._replies = 0
-        self.sent_s = 0.0  # monotonic: when the outstanding read was sent
+        self.sent_s = 0.0  # monotonic: when the commands in flight were sent
 
     @property
     def possible(self) -> bool:

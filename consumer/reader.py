@@ -31,7 +31,7 @@ class Reader:
         self._cancels = settings.queue.key(CANCELS)
         self.ahead = InFlight(client)
         self._count = 1  # the COUNT of the last read: a read ahead asks as many
-        # Read ahead but not yet run (taken early, to be held: hold_read_ahead).
+        # Read ahead and taken, not yet run (Worker takes them halfway through a batch).
         self._ready: list[Message] = []
         # When the read that returned the last batch was sent (monotonic): its claims
         # are at least that fresh.

@@ -118,8 +118,7 @@ class Worker:
                 self._group = "ready"
             taken = self.poll_once(block_ms)
         except FAILURES as error:
-            self.outcomes.drop()
-            self.ownership.let_go([m.entry_id for m in self.reader.drop_read_ahead()])
+            self._drop_in_flight()
             self._failures += 1
             kind = reason(error)
             if kind in ("nogroup", "unblocked"):
@@ -227,9 +226,14 @@ class Worker:
             ahead = self.reader.take_read_ahead()
             if ahead:
                 self.outcomes.release(ahead)
-        except FAILURES:  # reclaimed after CLAIM_IDLE_MS instead
-            self.outcomes.drop()
-            self.ownership.let_go([m.entry_id for m in self.reader.drop_read_ahead()])
+        except FAILURES:
+            self._drop_in_flight()
+
+    def _drop_in_flight(self) -> None:
+        """After a failure: the ack sent ahead and the read ahead are forgotten
+        (consumer.in_flight: their entries are reclaimed after CLAIM_IDLE_MS)."""
+        self.outcomes.drop()
+        self.ownership.let_go([m.entry_id for m in self.reader.drop_read_ahead()])
 
     def handle(self, message: Message) -> str | None:
         """Run one entry's task; returns its JSON result, or None if it did not

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import psutil
@@ -14,7 +15,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from harness.processes import wait_for
-from harness.redis_server import LocalCluster
+from harness.redis_server import EPHEMERAL, LocalCluster, RedisServer
 from pipeline_core.connection import ENCODING_ERRORS
 
 T = TypeVar("T")
@@ -104,3 +105,16 @@ def eventually(
         return wait_for(check, timeout_s, every_s)
     except TimeoutError as error:
         pytest.fail(f"condition {error}")
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[redis.Redis]:
+    """A private Redis to break (maxmemory, replication, its data directory)."""
+    require_redis_server()
+    server = RedisServer(
+        tmp_path / "redis", EPHEMERAL, extra=["--enable-protected-configs", "yes"]
+    ).start()
+    client = server.client()
+    yield client
+    client.close()
+    server.kill()

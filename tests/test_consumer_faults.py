@@ -5,7 +5,6 @@ undecodable entries are contained, and the odd task cannot fool the loop."""
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,8 @@ from cli.__main__ import main as pipeline
 from consumer.outcomes import store_and_ack
 from consumer.worker import Worker
 from harness.processes import free_port
-from harness.redis_server import EPHEMERAL, RedisServer
 from pipeline_core.group_state import read_group_state
-from tests.conftest import eventually, require_redis_server
+from tests.conftest import eventually
 from tests.factories import (
     DEAD,
     GROUP,
@@ -33,19 +31,6 @@ from tests.factories import (
 )
 
 ECHO = {"echo": lambda x: x}
-
-
-@pytest.fixture
-def own(tmp_path: Path) -> Iterator[redis.Redis]:
-    """A private Redis to break (maxmemory, replication, its data directory)."""
-    require_redis_server()
-    server = RedisServer(
-        tmp_path / "redis", EPHEMERAL, extra=["--enable-protected-configs", "yes"]
-    ).start()
-    client = server.client()
-    yield client
-    client.close()
-    server.kill()
 
 
 def running(worker: Worker) -> threading.Thread:

@@ -5,17 +5,13 @@ batch runs long; an ack sent ahead under maxmemory still acknowledges; slow task
 an explicit BATCH_SIZE are read and acked one batch at a time, as before."""
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from consumer.in_flight import READ_AHEAD_FROM
 from consumer.worker import Worker
 from harness.processes import wait_for
-from harness.redis_server import EPHEMERAL, RedisServer
 from tests.factories import add_entry, drained, make_worker, pending, result_of
 
 
@@ -225,16 +221,6 @@ def test_tiny_tasks_a_batch_ack_goes_ahead_and_is_read_during_the_next(
     assert not worker.outcomes.ack_in_flight  # settled before a read that may wait
     assert acked(worker) == len(ids) and nxt
     assert drained(r, len(ids))
-
-
-@pytest.fixture
-def own(tmp_path: Path) -> Iterator[redis.Redis]:
-    """A private Redis to push past maxmemory."""
-    server = RedisServer(tmp_path / "redis", EPHEMERAL).start()
-    client = server.client()
-    yield client
-    client.close()
-    server.kill()
 
 
 def test_an_ack_sent_ahead_under_maxmemory_acknowledges_without_results(
