@@ -11,7 +11,13 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.batching import MAX_COUNT, TARGET_BATCH_S, ReadSize, next_count
+from consumer.batching import (
+    IDLE_KEEP_S,
+    MAX_COUNT,
+    TARGET_BATCH_S,
+    ReadSize,
+    next_count,
+)
 from harness.processes import wait_for
 from harness.stack import Stack
 from tests.factories import add_entry, call, drained, make_worker, pending
@@ -53,6 +59,38 @@ def test_read_size_an_explicit_batch_size_wins() -> None:
     assert size.count() == 7
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_read_size_keeps_the_earned_count_while_briefly_idle_then_reads_one() -> None:
+    clock = FakeClock()
+    size = ReadSize(batch_size=None, clock=clock)
+    assert size.count() == 1  # knows nothing yet
+    size.returned(1)
+    clock.now += 0.001  # 1 ms an entry: twice as many next
+    assert size.count() == 2
+    size.returned(2)
+    clock.now += 0.002
+    assert size.count() == 4
+    size.returned(0)  # found nothing: the burst is over
+    clock.now += IDLE_KEEP_S / 2
+    assert size.count() == 4  # the next burst is read as the last one ended
+    size.returned(0)  # still nothing: kept, not grown
+    assert size.count() == 4
+    clock.now += IDLE_KEEP_S / 2  # IDLE_KEEP_S since that batch ended
+    assert size.count() == 1
+    size.returned(3)
+    clock.now += 3 * TARGET_BATCH_S  # slow now: one at a time, kept as such
+    assert size.count() == 1
+    size.returned(0)
+    assert size.count() == 1
+
+
 def echo(**payload: Any) -> dict[str, Any]:
     return payload
 
@@ -68,8 +106,11 @@ def test_worker_default_count_grows_with_fast_entries(r: redis.Redis) -> None:
         add_entry(r, "echo", {"n": n})
     # Each poll reads twice what the last one finished (well within TARGET_BATCH_S).
     assert [worker.poll_once() for _ in range(6)] == [1, 2, 4, 8, 16, 9]
-    assert worker.poll_once() == 0  # nothing left: the next read asks for one again
-    assert worker.reader.read_size.count() == 1
+    assert worker.poll_once() == 0  # nothing left: the earned count is kept a while
+    assert worker.reader.read_size.count() == 18
+    for n in range(20):
+        add_entry(r, "echo", {"n": n})
+    assert worker.poll_once() == 18  # the next burst in one read, not 1, 2, 4, ...
     assert pending(r) == []
 
 
