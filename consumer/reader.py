@@ -11,6 +11,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.settings import Settings
 from pipeline_core.connection import Client
 from pipeline_core.task_state import CANCELS
+from pipeline_core.wire import parse_entry_id
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,11 @@ class Reader:
         self.read_size = ReadSize(settings.batch_size)
         self._cursor = "0-0"
         self._next_scan_s = 0.0
+        # The newest entry a read of new entries just gave us (None after a read that
+        # found none), and where the scan in progress may stop (see claim_stale).
+        self._newest: str | None = None
+        self._newest_s = 0.0  # when that read was sent (monotonic)
+        self._scan_until: str | None = None
         # Whether cancel requests were outstanding at the last read: asked in the same
         # round trip (ZCARD), so a batch costs one more lookup only while there are.
         self.cancels_outstanding = False
@@ -50,6 +56,8 @@ class Reader:
             messages = self._read(count, block_ms)
         self._count = count
         self.read_size.returned(len(messages))
+        self._newest = messages[-1].entry_id if messages else None
+        self._newest_s = self.read_s
         return messages
 
     def read_ahead(self) -> None:
@@ -113,10 +121,23 @@ class Reader:
     def claim_stale(self) -> list[Message]:
         """Entries idle past claim_idle_ms (a crashed, frozen or failed attempt), now
         ours. The XAUTOCLAIM cursor carries over between calls; once a scan has wrapped
-        around, the next waits claim_interval_ms."""
+        around, the next waits claim_interval_ms.
+
+        A scan ends early past the newest entry our last read returned, if that read
+        was sent less than claim_idle_ms before the scan began. Redis delivers new
+        entries in ID order, so every entry after that one was delivered after that
+        read, and was not yet idle for claim_idle_ms; the next scan, claim_interval_ms
+        later, reaches it. Without that end, while
+        consumers drain a backlog faster than a call scans (10 x COUNT pending entries),
+        the scan chases the pending list's growing end: an XAUTOCLAIM per batch, and
+        never a new scan from the start, so a crashed consumer's entries below the
+        cursor would wait for the backlog to end."""
         now = time.monotonic()
-        if self._cursor == "0-0" and now < self._next_scan_s:
-            return []
+        if self._cursor == "0-0":
+            if now < self._next_scan_s:
+                return []
+            recent = now - self._newest_s < self.settings.claim_idle_ms / 1000
+            self._scan_until = self._newest if recent else None
         s = self.settings
         with self.client.pipeline(transaction=False) as pipe:
             pipe.xautoclaim(
@@ -130,6 +151,10 @@ class Reader:
             pipe.zcard(self._cancels)
             (cursor, entries, deleted), cancels = pipe.execute()
         self.cancels_outstanding = bool(cancels)
+        if self._scan_until and parse_entry_id(cursor) > parse_entry_id(
+            self._scan_until
+        ):
+            cursor = "0-0"  # the rest is newer than the scan's end
         self._cursor = cursor
         if cursor == "0-0":
             self._next_scan_s = now + s.claim_interval_ms / 1000

@@ -32,6 +32,12 @@ from pipeline_core.replies import FAILURES, REASONS, reason
 
 log = logging.getLogger(__name__)
 
+# Forks this process has been through, counted in the child (os.register_at_fork): a
+# worker made before a fork compares its count to tell, per task, without a getpid()
+# system call. A hook registered once per process, by this module's first import.
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
 
 class Worker:
     def __init__(
@@ -66,7 +72,7 @@ class Worker:
         # When the loop last moved on (monotonic): read by the liveness probe.
         self.progress_s = time.monotonic()
         self._next_trim_s = 0.0
-        self.pid = os.getpid()
+        self._forks = _forks[0]
         self._failures, self._group = 0, "unknown"
         self.resume_s = 0.0  # after a failure, no step before this (monotonic)
 
@@ -283,7 +289,7 @@ class Worker:
     def _never_in_a_fork(self) -> None:
         """A task that forked: its child came back here, into a copy of this worker
         that must not run the loop (it would be a phantom consumer of the group)."""
-        if os.getpid() != self.pid:
+        if _forks[0] != self._forks:
             os._exit(0)
 
     def _group_exists(self) -> bool:

@@ -319,3 +319,43 @@ def test_worker_a_crashing_entry_does_not_use_up_its_batch_mates(
         (ids[1], "3")
     ]
     assert all(result_of(r, i) == '"ok"' for i in ids if i != ids[1])
+
+
+def test_worker_scan_for_stale_entries_ends_past_its_newest_read(
+    r: redis.Redis,
+) -> None:
+    """While consumers drain a backlog, the pending list grows at its end faster than
+    XAUTOCLAIM scans (10 x COUNT entries a call); a scan must not chase it."""
+    worker = make_worker(
+        r, TASKS, claim_idle_ms=60_000, claim_interval_ms=200, batch_size=10
+    )
+    first = add_entry(r, "echo")
+    assert [m.entry_id for m in worker.reader.read_new(0)] == [first]
+    later = [add_entry(r, "echo") for _ in range(152)]
+    assert deliver_to(r, "busy", count=152) == later
+    # Pending list: ours, then 152 held by "busy"; the last two go to "crashed",
+    # idle for long (XCLAIM IDLE), so they are stale already.
+    stale = later[-2:]
+    r.xclaim(
+        STREAM, GROUP, "crashed", 0, [stale[0], stale[1]], idle=120_000, justid=True
+    )
+    r.config_resetstat()
+    # The first call scans ours and 99 of busy's: all newer than our read, so none
+    # can be stale yet; the scan ends there instead of going on at the next poll.
+    assert worker.reader.claim_stale() == []
+    assert worker.reader.claim_stale() == []
+    assert r.info("commandstats")["cmdstat_xautoclaim"]["calls"] == 1
+    assert {row["consumer"] for row in pending(r) if row["message_id"] in stale} == {
+        "crashed"
+    }
+    # A new read moves the scan's end past them: the next scan, claim_interval_ms
+    # later, reaches them.
+    newest = add_entry(r, "echo")
+    assert [m.entry_id for m in worker.reader.read_new(0)] == [newest]
+    claimed: list[str] = []
+
+    def scan() -> bool:
+        claimed.extend(m.entry_id for m in worker.reader.claim_stale())
+        return claimed == stale
+
+    eventually(scan)
