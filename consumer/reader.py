@@ -28,8 +28,7 @@ class Reader:
         self._next_scan_s = 0.0
         # The newest entry a read of new entries just gave us (None after a read that
         # found none), and where the scan in progress may stop (see claim_stale).
-        self._newest: str | None = None
-        self._newest_s = 0.0  # when that read was sent (monotonic)
+        self._newest: str | None = None  # its read was sent at read_s
         self._scan_until: str | None = None
         # Whether cancel requests were outstanding at the last read: asked in the same
         # round trip (ZCARD), so a batch costs one more lookup only while there are.
@@ -57,7 +56,6 @@ class Reader:
         self._count = count
         self.read_size.returned(len(messages))
         self._newest = messages[-1].entry_id if messages else None
-        self._newest_s = self.read_s
         return messages
 
     def read_ahead(self) -> None:
@@ -136,7 +134,7 @@ class Reader:
         if self._cursor == "0-0":
             if now < self._next_scan_s:
                 return []
-            recent = now - self._newest_s < self.settings.claim_idle_ms / 1000
+            recent = now - self.read_s < self.settings.claim_idle_ms / 1000
             self._scan_until = self._newest if recent else None
         s = self.settings
         with self.client.pipeline(transaction=False) as pipe:

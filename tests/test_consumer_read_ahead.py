@@ -35,12 +35,18 @@ def fill(client: redis.Redis, count: int, task: str = "echo") -> list[str]:
     return [add_entry(client, task, {"n": n}) for n in range(count)]
 
 
+def warmed(client: redis.Redis) -> tuple[list[str], Worker, int]:
+    """1,000 tiny tasks, and a worker (default batching) warmed up on them: the IDs,
+    the worker, how many it ran."""
+    ids = fill(client, 1000)
+    worker = make_worker(client, {"echo": echo}, batch_size=None)
+    return ids, worker, warm_up(worker, client)
+
+
 def test_tiny_tasks_the_next_read_is_sent_before_the_batch_runs(
     r: redis.Redis,
 ) -> None:
-    ids = fill(r, 1000)
-    worker = make_worker(r, {"echo": echo}, batch_size=None)
-    ran = warm_up(worker, r)
+    ids, worker, ran = warmed(r)
     count = worker.reader.read_size.count()
     assert worker.poll_once() == count
     ran += count
@@ -202,9 +208,7 @@ def acked(worker: Worker) -> float:
 def test_tiny_tasks_a_batch_ack_goes_ahead_and_is_read_during_the_next(
     r: redis.Redis,
 ) -> None:
-    ids = fill(r, 1000)
-    worker = make_worker(r, {"echo": echo}, batch_size=None)
-    ran = warm_up(worker, r)
+    ids, worker, ran = warmed(r)
     assert not worker.outcomes.ack_in_flight  # nothing was in hand: waited for
     taken = worker.poll_once()
     batch = ids[ran : ran + taken]
