@@ -5,13 +5,20 @@ TARGET_BATCH_S, so each takes under half a millisecond), where waiting for Redis
 large share of an entry's cost and Redis can work on the other core:
 
 - Read-ahead (consumer.reader): the next XREADGROUP, sent before the batch in hand runs.
-  Its reply is read halfway through the batch (by then Redis has answered); from then
-  its entries are held like the batch's: the heartbeat renews their claims, and a stop
-  hands them back at once. A consumer then holds up to two batches: the one it runs and
-  the one read ahead, whose entries wait about TARGET_BATCH_S more.
+  From halfway through the batch its reply is taken as soon as it has arrived (looked
+  for every TAKE_EVERY entries, never waited for), at the latest when the batch ends;
+  from then its entries are held like the batch's: the heartbeat renews their claims,
+  and a stop hands them back at once. A consumer then holds up to two batches: the one
+  it runs and the one read ahead, whose entries wait about TARGET_BATCH_S more.
 - Ack-ahead (consumer.outcomes): a batch's results and XACK (one MULTI/EXEC), sent when
-  the batch ends, their replies read halfway through the next one (or before any read
-  that may wait, and on stop). Its entries are let go at the send.
+  the batch ends, their replies taken the same way during the next one (at the latest
+  before the next ack, before any read that may wait, and on stop). Its entries are
+  let go at the send.
+
+Why not wait at halfway: on a machine that Redis shares with busy consumers (two
+consumers and Redis on two cores), Redis answers a batch's commands several
+milliseconds late, later than half a batch; a consumer that waited then idled for a
+fifth of its time (docs/performance.md).
 
 Slow tasks (a small count) and an explicit BATCH_SIZE go one batch at a time, each
 command waited for, as before. Each use has a connection of its own, taken from the
@@ -35,6 +42,9 @@ from pipeline_core.connection import Client
 
 # The least COUNT read ahead (see above): 100 entries in 50 ms, 0.5 ms an entry.
 READ_AHEAD_FROM = 100
+# From halfway through a batch, how many entries apart its worker looks for the replies
+# in flight (a look that finds none costs a system call or two: a few microseconds).
+TAKE_EVERY = 32
 
 
 class InFlight:
@@ -47,6 +57,7 @@ class InFlight:
         )
         self._connection: Any = None
         self._replies = 0
+        self._early: list[Any] = []  # the replies arrived() read, for collect()
         self.sent_s = 0.0  # monotonic: when the commands in flight were sent
 
     @property
@@ -56,6 +67,20 @@ class InFlight:
     @property
     def outstanding(self) -> bool:
         return self._connection is not None
+
+    def arrived(self) -> bool:
+        """Whether every reply has arrived. Never waits: the replies that are complete
+        are read now (a part of one stays in the parser's buffer), and collect() then
+        returns them at once."""
+        connection, early = self._connection, self._early
+        if connection is None:
+            return False
+        while len(early) < self._replies:
+            try:
+                early.append(_reply(connection, waiting=False))
+            except redis.TimeoutError:  # nothing more to read yet
+                return False
+        return True
 
     def send(self, *commands: tuple[Any, ...]) -> None:
         """Send the commands (each a tuple of arguments), not waiting for replies."""
@@ -76,8 +101,9 @@ class InFlight:
         connection, self._connection = self._connection, None
         if connection is None:
             raise RuntimeError("nothing in flight")
+        replies, self._early = self._early, []
         try:
-            replies = [_reply(connection) for _ in range(self._replies)]
+            replies += [_reply(connection) for _ in range(self._replies - len(replies))]
         except BaseException:
             self._give_back(connection, broken=True)
             raise
@@ -88,6 +114,7 @@ class InFlight:
         """Forget what is in flight (after a failure): its connection is closed with
         the replies unread (see above: nothing is lost)."""
         connection, self._connection = self._connection, None
+        self._early = []
         if connection is not None:
             self._give_back(connection, broken=True)
 
@@ -110,10 +137,13 @@ def _packed(connection: Any, commands: tuple[tuple[Any, ...], ...]) -> Any:
         return connection.pack_commands(commands)
 
 
-def _reply(connection: Any) -> Any:
+def _reply(connection: Any, waiting: bool = True) -> Any:
     """One reply; an error reply as a value (it was read whole: the connection stays
-    in step with Redis)."""
+    in step with Redis). Not `waiting`: redis.TimeoutError if it has not arrived whole
+    (what did arrive is kept for the next call; the connection stays open)."""
     try:
+        if not waiting:
+            return connection.read_response(timeout=0, disconnect_on_error=False)
         return connection.read_response()
     except redis.ResponseError as error:
         return error

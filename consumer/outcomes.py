@@ -164,10 +164,13 @@ class Outcomes:
     def ack_in_flight(self) -> bool:
         return self._in_flight.outstanding
 
-    def settle(self) -> None:
+    def settle(self, arrived: bool = False) -> None:
         """The ack sent ahead, if one is in flight: its reply read, and the rest done
-        as ack() does (Redis out of memory: acknowledged without the results)."""
+        as ack() does (Redis out of memory: acknowledged without the results).
+        `arrived`: only if its reply has arrived (then it is never waited for)."""
         if not self._in_flight.outstanding:
+            return
+        if arrived and not self._in_flight.arrived():
             return
         done, taken = self._sent
         replies = self._in_flight.collect()

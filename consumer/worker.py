@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from consumer.clock import Clock
 from consumer.errors import InvalidMessageError
 from consumer.heartbeat import Heartbeat
+from consumer.in_flight import TAKE_EVERY
 from consumer.keeper import Beacon
 from consumer.message import Message, encode_result
 from consumer.metrics import ConsumerMetrics
@@ -189,15 +190,16 @@ class Worker:
         done: list[tuple[Message, str]] = []
         ack_every_s = self.settings.ack_interval_ms / 1000
         flushed_s = time.monotonic()
-        halfway = len(messages) // 2
+        look_at = len(messages) // 2  # from halfway: what Redis has answered
         for index, message in enumerate(messages):
             self.progress_s = time.monotonic()
             if self.stopping.is_set():
                 self.outcomes.release(messages[index:])
                 log.info("entries released", extra={"count": len(messages) - index})
                 break
-            if index == halfway:
-                self._hold_read_ahead()
+            if index == look_at:
+                look_at += TAKE_EVERY
+                self._hold_read_ahead(arrived=True)
             if not self.ownership.still_ours(message.entry_id):
                 continue  # another consumer took it over while we were frozen
             if message.expired(time.time()):
@@ -214,13 +216,16 @@ class Worker:
         ahead = self.reader.in_hand and not self.stopping.is_set()
         self.outcomes.ack(done, ahead)
 
-    def _hold_read_ahead(self) -> None:
-        """Halfway through the batch (Redis had time to answer), and again at each
-        ack while it runs long: the entries read ahead are taken in hand, so the
-        heartbeat renews their claims, and a stop hands them back at once."""
-        self.outcomes.settle()  # the last batch's ack, if sent ahead
-        if self.reader.ahead.outstanding:
-            read_s = self.reader.ahead.sent_s
+    def _hold_read_ahead(self, arrived: bool = False) -> None:
+        """From halfway through the batch (if Redis has answered: `arrived`), and at
+        each ack while it runs long (waiting if need be): the last batch's ack sent
+        ahead is settled, and the entries read ahead are taken in hand, so the
+        heartbeat renews their claims, and a stop hands them back at once
+        (consumer.in_flight)."""
+        self.outcomes.settle(arrived)
+        in_flight = self.reader.ahead
+        if in_flight.outstanding and (not arrived or in_flight.arrived()):
+            read_s = in_flight.sent_s
             ahead = self.reader.take_read_ahead()
             self.ownership.hold((m.entry_id for m in ahead), read_s)
 

@@ -5,11 +5,12 @@ batch runs long; an ack sent ahead under maxmemory still acknowledges; slow task
 an explicit BATCH_SIZE are read and acked one batch at a time, as before."""
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from consumer.in_flight import READ_AHEAD_FROM
+from consumer.in_flight import READ_AHEAD_FROM, TAKE_EVERY, InFlight
 from consumer.worker import Worker
 from harness.processes import wait_for
 from tests.factories import add_entry, drained, make_worker, pending, result_of
@@ -31,6 +32,13 @@ def warm_up(worker: Worker, client: redis.Redis) -> int:
     return ran
 
 
+def next_read_128(worker: Worker) -> None:
+    """After warm_up: the next read takes 128 entries, twice the ramp's last 64, however
+    slowly a loaded machine ran the ramp (as if those 64 had just returned)."""
+    worker.reader.read_size.returned(64)
+    assert worker.reader.read_size.count() == 128
+
+
 def fill(client: redis.Redis, count: int, task: str = "echo") -> list[str]:
     return [add_entry(client, task, {"n": n}) for n in range(count)]
 
@@ -39,7 +47,9 @@ def warmed(client: redis.Redis) -> tuple[list[str], Worker, int]:
     """1,000 tiny tasks, and a worker (default batching) warmed up on them: the IDs,
     the worker, how many it ran."""
     ids = fill(client, 1000)
-    worker = make_worker(client, {"echo": echo}, batch_size=None)
+    # Claims far from stale (the factory's 20 ms): a loaded machine's slow batch must
+    # not make the worker reclaim, and run twice, its own entries read ahead.
+    worker = make_worker(client, {"echo": echo}, batch_size=None, claim_idle_ms=60_000)
     return ids, worker, warm_up(worker, client)
 
 
@@ -51,9 +61,10 @@ def test_tiny_tasks_the_next_read_is_sent_before_the_batch_runs(
     assert worker.poll_once() == count
     ran += count
     # The batch is acked; the next one was read meanwhile, pending under this consumer
-    # and held since halfway through the batch (its claims renewed by the heartbeat).
+    # (held from when its reply is taken: the next test).
     ahead = [row["message_id"] for row in pending(r)]
-    assert sorted(worker.ownership.renewable()) == sorted(ahead)
+    assert worker.reader.in_hand
+    assert set(worker.ownership.renewable()) <= set(ahead)
     assert ahead == ids[ran : ran + count]
     assert {row["consumer"] for row in pending(r)} == {"c1"}
     # The next poll runs exactly those, without reading again first.
@@ -64,6 +75,100 @@ def test_tiny_tasks_the_next_read_is_sent_before_the_batch_runs(
     assert drained(r, len(ids))
     assert all(result_of(r, entry_id) for entry_id in ids)
     assert not worker.reader.ahead.outstanding  # the read ahead that found nothing
+
+
+def test_the_read_ahead_is_held_from_halfway_through_the_batch_once_answered(
+    r: redis.Redis,
+) -> None:
+    """From halfway through a batch the worker looks for the read ahead's reply
+    (consumer.in_flight.TAKE_EVERY) and, once it has arrived, holds its entries (the
+    heartbeat renews their claims), without waiting for the batch to end."""
+    seen: dict[str, Any] = {}
+    worker: Worker
+
+    def answered() -> None:  # the batch's last task before halfway
+        seen["in flight before"] = worker.reader.ahead.outstanding
+        wait_for(worker.reader.ahead.arrived, timeout_s=10)
+
+    def note() -> None:  # the task at halfway
+        seen["in flight after"] = worker.reader.ahead.outstanding
+        seen["held"] = set(worker.ownership.renewable())
+
+    tasks: dict[str, Callable[..., Any]] = {
+        "echo": echo,
+        "answered": answered,
+        "note": note,
+    }
+    worker = make_worker(r, tasks, batch_size=None, claim_idle_ms=60_000)
+    first = fill(r, 127)  # the ramp: 1 + 2 + ... + 64
+    batch = [*fill(r, 63), add_entry(r, "answered"), add_entry(r, "note")]
+    batch += fill(r, 63)  # 128: halfway is its 65th, the note
+    ahead_ids = fill(r, 128)
+    assert warm_up(worker, r) == len(first)
+    next_read_128(worker)
+    assert worker.poll_once() == len(batch)
+    assert seen["in flight before"] is True
+    assert seen["in flight after"] is False
+    assert set(ahead_ids) <= seen["held"]
+    assert sorted(worker.ownership.renewable()) == sorted(ahead_ids)
+    assert worker.poll_once() == len(ahead_ids)
+    assert drained(r, len(first) + len(batch) + len(ahead_ids))
+
+
+def test_a_read_ahead_not_yet_answered_is_not_waited_for_mid_batch(
+    own: redis.Redis,
+) -> None:
+    """Redis holds every write (CLIENT PAUSE WRITE: XREADGROUP is one) while a batch
+    runs: its read ahead goes unanswered, and the batch still runs to its end without
+    waiting for it (it used to wait halfway through); the entries come once Redis
+    answers."""
+    ids = fill(own, 1000)
+    # Nothing else writes meanwhile: no scan for stale entries, no trim, and the
+    # claims are fresh enough not to be renewed after the test's waits.
+    quiet = {"claim_interval_ms": 600_000, "trim_interval_ms": 600_000}
+    worker = make_worker(
+        own, {"echo": echo}, batch_size=None, claim_idle_ms=60_000, **quiet
+    )
+    ran = warm_up(worker, own)
+    taken = worker.poll_once()  # read now; the next batch read ahead
+    ran += taken
+    wait_for(lambda: all(result_of(own, i) for i in ids[:ran]), timeout_s=10)
+    ahead = worker.reader.ahead  # answered (taken already, or waiting to be)
+    wait_for(lambda: not ahead.outstanding or ahead.arrived(), timeout_s=10)
+    # Those waits were not the batch's work: the count stays large (read ahead).
+    worker.reader.read_size.returned(taken)
+    own.client_pause(10_000, all=False)  # CLIENT PAUSE 10000 WRITE
+    try:
+        started = time.monotonic()
+        taken = worker.poll_once()  # the batch read ahead; the next read is held
+        assert time.monotonic() - started < 5  # not the pause's 10 s
+        assert worker.reader.ahead.outstanding
+        assert not any(result_of(own, i) for i in ids[ran + taken :])
+    finally:
+        own.client_unpause()
+    while worker.poll_once():
+        pass
+    assert drained(own, len(ids))
+    assert all(result_of(own, entry_id) for entry_id in ids)
+
+
+def test_replies_in_flight_are_looked_for_without_waiting(r: redis.Redis) -> None:
+    """InFlight.arrived() reads the replies that are complete and never waits for the
+    rest; collect() then returns every reply, in order."""
+    in_flight = InFlight(r)
+    in_flight.send(("PING",), ("BLPOP", "signal", 30))  # the BLPOP waits for a push
+    started = time.monotonic()
+    assert not in_flight.arrived()
+    assert not in_flight.arrived()
+    assert time.monotonic() - started < 5  # not BLPOP's 30 s
+    r.rpush("signal", "go")
+    wait_for(in_flight.arrived, timeout_s=10)
+    assert in_flight.collect() == ["PONG", ["signal", "go"]]
+    assert not in_flight.outstanding
+    assert r.ping()  # the connection went back to the pool in step
+    in_flight.send(("PING",))
+    wait_for(in_flight.arrived, timeout_s=10)
+    assert in_flight.collect() == ["PONG"]
 
 
 def test_slow_tasks_and_an_explicit_batch_size_are_not_read_ahead(
@@ -154,14 +259,27 @@ def test_a_stop_during_a_long_task_hands_back_the_entries_read_ahead_at_once(
 
         released.append(wait_for(handed_back, timeout_s=20) or True)
 
-    worker = make_worker(
-        r, {"echo": echo, "linger": linger}, batch_size=None, claim_idle_ms=60_000
-    )
+    def answered() -> None:  # taken at the first look already, or at the next
+        ahead = worker.reader.ahead
+        wait_for(lambda: not ahead.outstanding or ahead.arrived(), timeout_s=10)
+
+    tasks: dict[str, Callable[..., Any]] = {
+        "echo": echo,
+        "linger": linger,
+        "answered": answered,
+    }
+    worker = make_worker(r, tasks, batch_size=None, claim_idle_ms=60_000)
     first = fill(r, 127)  # the ramp: 1 + 2 + ... + 64
-    batch = [*fill(r, 100), add_entry(r, "linger"), *fill(r, 27)]  # 128
+    # 128. The read ahead is taken in hand once answered, looked for from halfway
+    # every TAKE_EVERY entries: the task before the second look waits for the answer.
+    look = 64 + TAKE_EVERY
+    assert look <= 100
+    batch = [*fill(r, look - 1), add_entry(r, "answered"), *fill(r, 100 - look)]
+    batch += [add_entry(r, "linger"), *fill(r, 27)]
     ahead_ids = fill(r, 128)
     with worker.running():
         assert warm_up(worker, r) == len(first)
+        next_read_128(worker)
         assert worker.poll_once() == len(batch)  # taken: 101 ran, 27 went back
     assert released == [True]
     assert not any(result_of(r, entry_id) for entry_id in ahead_ids)
@@ -180,15 +298,15 @@ def test_a_batch_running_long_takes_the_entries_read_ahead_in_hand(
         held.append(len(worker.ownership.renewable()))
         time.sleep(0.002)
 
-    worker = make_worker(
-        r, {"echo": echo, "slow": slow}, batch_size=None, ack_interval_ms=50
-    )
+    worker = make_worker(r, {"echo": echo, "slow": slow}, batch_size=None,
+                         ack_interval_ms=50, claim_idle_ms=60_000)  # fmt: skip
     first = fill(r, 127)  # the ramp: 1 + 2 + ... + 64
     slow_ids = fill(
         r, 128, "slow"
     )  # read as one batch of 128 (read ahead at its start)
     rest = fill(r, 300)
     assert warm_up(worker, r) == len(first)
+    next_read_128(worker)
     assert worker.poll_once() == len(slow_ids)  # about 128 x 2 ms: past 50 ms
     assert held[0] == len(slow_ids)
     # Past the first flush: what was left of the batch, plus the 128 read ahead.
@@ -217,7 +335,8 @@ def test_tiny_tasks_a_batch_ack_goes_ahead_and_is_read_during_the_next(
     assert acked(worker) == ran
     wait_for(lambda: all(result_of(r, entry_id) for entry_id in batch), timeout_s=10)
     assert not {row["message_id"] for row in pending(r)} & set(batch)
-    # Halfway through the next batch its reply was read, and the batch counted.
+    # During the next batch (once arrived; at the latest before its own ack) its
+    # reply was read, and the batch counted.
     nxt = worker.poll_once()
     assert acked(worker) >= ran + taken
     while worker.poll_once():
@@ -234,7 +353,7 @@ def test_an_ack_sent_ahead_under_maxmemory_acknowledges_without_results(
     the next batch, it is redone as a plain XACK, the results dropped and counted,
     as a waited-for ack does (docs/guarantees.md)."""
     ids = fill(own, 1000)
-    worker = make_worker(own, {"echo": echo}, batch_size=None)
+    worker = make_worker(own, {"echo": echo}, batch_size=None, claim_idle_ms=60_000)
     ran = warm_up(worker, own)
     own.config_set("maxmemory", 1)  # over it already: writes that allocate are refused
     try:
