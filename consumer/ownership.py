@@ -135,9 +135,10 @@ class Ownership:
         else:
             self.beacon.held(self._started)
 
-    def still_ours(self, entry_id: str) -> bool:
-        """Whether the entry may still be started or acked as ours."""
-        self._check_after_freeze()
+    def still_ours(self, entry_id: str, now: float | None = None) -> bool:
+        """Whether the entry may still be started or acked as ours (asked at
+        monotonic `now`, or the clock's)."""
+        self._check_after_freeze(now)
         if not self._lost:
             return True  # the usual case, checked per entry: no lock needed to see it
         with self._lock:
@@ -196,9 +197,10 @@ class Ownership:
         # A float read is atomic: no lock.
         return time.monotonic() - self._renewed_s > self._overdue_after_s
 
-    def _check_after_freeze(self) -> None:
+    def _check_after_freeze(self, now: float | None = None) -> None:
         # renewal_overdue, inlined: this runs once per entry.
-        if time.monotonic() - self._renewed_s > self._overdue_after_s:
+        now = time.monotonic() if now is None else now
+        if now - self._renewed_s > self._overdue_after_s:
             self.renew()  # woken from a freeze: which claims are still ours?
 
     def _owned(self, entry_ids: list[str], idle_ms: int) -> list[str]:
