@@ -2,6 +2,7 @@
 from raw replies in one place; and the encoding of task results."""
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +39,14 @@ class Message:
         given = self.fields.get(ATTEMPT_FIELD, "0")
         return int(given) if given.isdigit() and len(given) < 6 else 0
 
-    def expired(self, now_s: float) -> bool:
-        """Past the time by which it had to start (expires_s), by this clock."""
+    def expired(self, now_s: float | None = None) -> bool:
+        """Past the time by which it had to start (expires_s), by this clock (Unix
+        seconds `now_s`, or the wall clock's, read only for an entry with an expiry:
+        most have none, and this is asked per entry)."""
         given = self.fields.get(EXPIRES_FIELD)
-        return bool(given and given.isdigit() and int(given) < now_s * 1000)
+        if not (given and given.isdigit()):
+            return False
+        return int(given) < (time.time() if now_s is None else now_s) * 1000
 
     @property
     def enqueued_s(self) -> float:

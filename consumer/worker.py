@@ -30,7 +30,6 @@ from consumer.timeouts import TaskTimer
 from consumer.trimming import trim_acknowledged
 from pipeline_core.connection import Client
 from pipeline_core.replies import FAILURES, REASONS, reason
-from pipeline_core.wire import EXPIRES_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +204,7 @@ class Worker:
                 self._hold_read_ahead(arrived=True)
             if not self.ownership.still_ours(message.entry_id, now):
                 continue  # another consumer took it over while we were frozen
-            if EXPIRES_FIELD in message.fields and message.expired(time.time()):
+            if message.expired():
                 self.outcomes.unrun([message], "expired")
                 continue
             result = self.handle(message, now)
