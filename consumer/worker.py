@@ -142,6 +142,8 @@ class Worker:
         BLOCK_MS), run them, ack them; returns how many."""
         messages = self.claim_stale()
         read_s = None
+        if not messages and self.reader.ahead.outstanding:
+            self.reader.take_read_ahead()  # wanted now: if it is empty, we read
         if not self.reader.in_hand:
             self.outcomes.settle()  # before a read that may wait
         if not messages:
