@@ -10,9 +10,9 @@ import redis
 
 from bench import drain
 from harness.processes import wait_for
-from pipeline_core.connection import RedisSettings
 from pipeline_core.delayed import delayed_key
 from pipeline_core.keys import Queue
+from pipeline_core.redis_settings import RedisSettings
 from pipeline_core.sending import Sender, SenderSettings
 from pipeline_core.timing import make_timing
 

@@ -12,7 +12,7 @@ import redis
 from bench import delayed, drain, fairness, keeper, measure, partitions, raw
 from bench.table import Row, Target
 from harness.processes import Service
-from pipeline_core.connection import RedisSettings
+from pipeline_core.redis_settings import RedisSettings
 from pipeline_core.sending import Sender, SenderSettings
 
 

@@ -8,15 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline_core.connection import (
-    NO_RETRY,
-    Client,
-    RedisSettings,
-    connect,
-    redis_from_env,
-)
+from pipeline_core.connection import NO_RETRY, Client, connect
 from pipeline_core.env import log_level, number, secret, text
 from pipeline_core.keys import Queue, queue_from_env
+from pipeline_core.redis_settings import RedisSettings, redis_from_env
 
 RUN_ENV = Path(".run") / "pipeline.env"  # written by `make run`
 

@@ -11,8 +11,8 @@ from pipeline_core.send_script import (
     IdempotencyConflictError,
     SendError,
 )
-from pipeline_core.sending import (
-    SenderSettings,
+from pipeline_core.sending import SenderSettings
+from pipeline_core.task_ref import (
     TaskCancelledError,
     TaskFailedError,
     TaskRef,

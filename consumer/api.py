@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline_core.connection import Client
-from pipeline_core.sending import Sender, SenderSettings, TaskRef
+from pipeline_core.sending import Sender, SenderSettings
+from pipeline_core.task_ref import TaskRef
 
 # The one sender of this process, made on first use: the lock keeps two threads'
 # first sends from making two.

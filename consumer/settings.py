@@ -5,9 +5,9 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pipeline_core.connection import RedisSettings, redis_from_env
 from pipeline_core.env import SettingsError, log_level, number, text
 from pipeline_core.keys import Queue, queue_from_env
+from pipeline_core.redis_settings import RedisSettings, redis_from_env
 
 
 @dataclass(frozen=True, slots=True)

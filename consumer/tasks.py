@@ -15,7 +15,7 @@ from consumer.errors import InvalidMessageError, TaskModuleError
 from consumer.message import Message
 from consumer.options import TaskOptions
 from pipeline_core.payloads import PayloadError
-from pipeline_core.sending import TaskRef
+from pipeline_core.task_ref import TaskRef
 from pipeline_core.timing import make_timing
 from pipeline_core.wire import PAYLOAD_FIELD, TASK_NAME, WireError, decode_payload
 

@@ -4,7 +4,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pipeline_core.connection import RedisSettings, redis_from_env
 from pipeline_core.dead_letters import DEFAULT_MAX_AGE_S
 from pipeline_core.env import (
     SettingsError,
@@ -16,6 +15,7 @@ from pipeline_core.env import (
     text,
 )
 from pipeline_core.keys import Queue, queue_from_env
+from pipeline_core.redis_settings import RedisSettings, redis_from_env
 from pipeline_core.replication import Replicas
 from pipeline_core.timing import MAX_COUNTDOWN_S
 

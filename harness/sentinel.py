@@ -9,7 +9,8 @@ import redis
 
 from harness.processes import free_port, port_is_free, spawn, terminate, wait_for
 from harness.redis_server import EPHEMERAL, RedisServer
-from pipeline_core.connection import RedisSettings, connect
+from pipeline_core.connection import connect
+from pipeline_core.redis_settings import RedisSettings
 
 MASTER_NAME = "pipeline"
 # A master silent this long is down for a Sentinel (subjectively; two of three make

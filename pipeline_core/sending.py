@@ -1,6 +1,7 @@
-"""Sending tasks from Python, without HTTP: `Sender` (one round trip a send) and
-`TaskRef` (status, result, cancel). With a key or a due time a send runs the script
-`POST /dispatch` uses (pipeline_core/send_script.py).
+"""Sending tasks from Python, without HTTP: `Sender` (one round trip a send), which
+hands back a `TaskRef` (pipeline_core/task_ref.py: status, result, cancel). With a key
+or a due time a send runs the script `POST /dispatch` uses
+(pipeline_core/send_script.py).
 
 Without a key, a send is one MULTI of XADDs (all or none), after a backlog check as the
 dispatcher makes it: the backlog read at most every BACKLOG_REFRESH_S, plus what this
@@ -20,18 +21,13 @@ from redis.client import Pipeline
 from redis.commands.core import Script
 from redis.typing import EncodableT
 
-from pipeline_core import all_partitions, partitions, task_state
-from pipeline_core.connection import (
-    NO_RETRY,
-    Client,
-    RedisSettings,
-    connect,
-    redis_from_env,
-)
+from pipeline_core import partitions
+from pipeline_core.connection import NO_RETRY, Client, connect
 from pipeline_core.env import number
 from pipeline_core.group_state import read_backlog
 from pipeline_core.keys import Queue, queue_from_env
 from pipeline_core.payloads import PayloadLimits, check_payloads, limits_from_env
+from pipeline_core.redis_settings import RedisSettings, redis_from_env
 from pipeline_core.replication import Replicas, write_then_wait
 from pipeline_core.send_script import (
     BacklogFullError,
@@ -43,23 +39,11 @@ from pipeline_core.send_script import (
     send_script,
     write_tasks,
 )
-from pipeline_core.task_state import TaskStatus
+from pipeline_core.task_ref import TaskRef
 from pipeline_core.timing import MAX_COUNTDOWN_S, NOW, Timing
 from pipeline_core.wire import TASK_NAME, TASK_NAME_RULE, encode_entry
 
 BACKLOG_REFRESH_S = 0.1
-
-
-class TaskFailedError(SendError):
-    """The task ended in the dead-letter stream; `reason` says why."""
-
-    def __init__(self, task_id: str, reason: str) -> None:
-        super().__init__(f"task {task_id} is dead: {reason}")
-        self.task_id, self.reason = task_id, reason
-
-
-class TaskCancelledError(SendError):
-    """The task was cancelled before it ran."""
 
 
 class PartlySentError(SendError):
@@ -69,10 +53,6 @@ class PartlySentError(SendError):
     def __init__(self, task_ids: list[str], error: Exception) -> None:
         super().__init__(f"{len(task_ids)} tasks were sent before: {error!r}")
         self.task_ids = task_ids
-
-
-class TaskUnknownError(SendError):
-    """Redis knows nothing of the task (never sent here, or its record expired)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,62 +89,6 @@ def replicas_from_env(env: Mapping[str, str]) -> Replicas | None:
     count = number(env, "MIN_REPLICAS_ACKED", int, 0, 0, 100)
     timeout_ms = number(env, "REPLICA_ACK_TIMEOUT_MS", int, 1000, 1, 60_000)
     return Replicas(count, timeout_ms) if count else None
-
-
-class TaskRef:
-    """A sent task: `.id`, and its status, result and cancellation by that ID."""
-
-    __slots__ = ("id", "sender")
-
-    def __init__(self, task_id: str, sender: "Sender") -> None:
-        self.id, self.sender = task_id, sender
-
-    def __repr__(self) -> str:
-        return f"TaskRef({self.id!r})"
-
-    def status(self) -> dict[str, Any]:
-        """The same JSON as GET /tasks/<id>."""
-        return all_partitions.task_body(self.sender.queue, self.id, self._status())
-
-    def result(self, timeout_s: float) -> Any:
-        """The task's return value once it succeeded; raises TaskFailedError (dead),
-        TaskCancelledError, or TimeoutError past `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        pause_s = 0.01
-        while True:
-            found = self._status()
-            if found.state in ("succeeded", "dead", "cancelled"):
-                return _outcome(found)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"task {self.id} is {found.state} after {timeout_s:g} s"
-                )
-            time.sleep(min(pause_s, remaining))
-            pause_s = min(pause_s * 2, 0.5)
-
-    def cancel(self) -> bool:
-        """Cancel the task if it has not started (queued, delayed or retrying): True if
-        this call cancelled it."""
-        _, queue, entry_id = partitions.locate(self.sender.queue, self.id)
-        found = task_state.cancel(self.sender.client, queue, entry_id)
-        return found is not None and found.cancelled_now
-
-    def _status(self) -> TaskStatus:
-        _, queue, entry_id = partitions.locate(self.sender.queue, self.id)
-        found = task_state.status(self.sender.client, queue, entry_id)
-        if found is None:
-            raise TaskUnknownError(f"no task {self.id} (unknown, or expired)")
-        return found
-
-
-def _outcome(found: TaskStatus) -> Any:
-    body = found.as_json()
-    if found.state == "dead":
-        raise TaskFailedError(body["id"], body.get("error", "dead-lettered"))
-    if found.state == "cancelled":
-        raise TaskCancelledError(f"task {body['id']} was cancelled")
-    return body.get("result")
 
 
 class Sender:

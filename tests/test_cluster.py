@@ -17,8 +17,8 @@ from cli.__main__ import main as pipeline
 from harness.redis_server import LocalCluster
 from harness.stack import Stack
 from pipeline_core import task_state
-from pipeline_core.connection import RedisSettings
 from pipeline_core.keys import slot
+from pipeline_core.redis_settings import RedisSettings
 from pipeline_core.replies import FAILURES, reason
 from pipeline_core.sending import Sender, SenderSettings
 from tests.conftest import eventually

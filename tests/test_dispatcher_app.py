@@ -14,7 +14,8 @@ from dispatcher.app import create_app
 from dispatcher.settings import Settings
 from dispatcher.wsgi import connect_dispatcher
 from harness.processes import free_port
-from pipeline_core.connection import Client, RedisSettings
+from pipeline_core.connection import Client
+from pipeline_core.redis_settings import RedisSettings
 from tests.conftest import eventually
 from tests.factories import entries
 

@@ -11,8 +11,8 @@ from dispatcher.stream_state import StreamStateCollector
 from dispatcher.wsgi import connect_dispatcher
 from harness.processes import free_port
 from harness.redis_server import RedisServer
-from pipeline_core.connection import RedisSettings
 from pipeline_core.group_state import GroupState, read_group_state
+from pipeline_core.redis_settings import RedisSettings
 from tests.conftest import require_redis_server
 from tests.factories import DEAD, GROUP, QUEUE, STREAM, add_entry, deliver_to
 

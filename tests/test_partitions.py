@@ -27,11 +27,11 @@ from dispatcher.wsgi import connect_dispatcher
 from harness.redis_server import LocalCluster
 from harness.stack import Stack
 from harness.topology import move_slot, owner
-from pipeline_core.connection import RedisSettings
 from pipeline_core.delayed import delayed_key, delayed_tasks_key
 from pipeline_core.env import SettingsError
 from pipeline_core.keys import Queue, queue_from_env, slot
 from pipeline_core.partitions import locate, of_key, parts, spread, task_id
+from pipeline_core.redis_settings import RedisSettings
 from pipeline_core.send_script import idempotency_record
 from pipeline_core.sending import Sender, SenderSettings
 from pipeline_core.task_state import InvalidTaskIdError

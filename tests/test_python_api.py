@@ -12,9 +12,9 @@ import redis
 import consumer
 from consumer import api
 from harness.processes import Service, free_port
-from pipeline_core.connection import RedisSettings
 from pipeline_core.keys import Queue
 from pipeline_core.payloads import PayloadError
+from pipeline_core.redis_settings import RedisSettings
 from pipeline_core.sending import SenderSettings
 from tests import e2e_tasks
 from tests.conftest import eventually

@@ -20,9 +20,9 @@ from dispatcher.auth import fingerprint
 from dispatcher.settings import Settings
 from harness.processes import ROOT, Service, free_port, http_ok
 from harness.redis_server import RedisServer
-from pipeline_core.connection import RedisSettings
 from pipeline_core.keys import Queue
 from pipeline_core.partitions import parts
+from pipeline_core.redis_settings import RedisSettings
 from pipeline_core.sending import Sender, SenderSettings
 from pipeline_core.timing import make_timing
 from pipeline_core.wire import stream_entries

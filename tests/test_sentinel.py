@@ -27,8 +27,8 @@ from dispatcher.wsgi import connect_dispatcher
 from harness.redis_server import SHIPPED
 from harness.sentinel import DOWN_AFTER_MS, MASTER_NAME, LocalSentinel
 from harness.stack import Stack
-from pipeline_core.connection import RedisSettings, redis_from_env
 from pipeline_core.env import SettingsError
+from pipeline_core.redis_settings import RedisSettings, redis_from_env
 from pipeline_core.replication import NotReplicatedError, Replicas
 from pipeline_core.sending import Sender, SenderSettings, replicas_from_env
 from pipeline_core.timing import Timing

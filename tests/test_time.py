@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from harness.processes import Service
-from pipeline_core.sending import Sender, SenderSettings, TaskRef
+from pipeline_core.sending import Sender, SenderSettings
+from pipeline_core.task_ref import TaskRef
 from pipeline_core.timing import make_timing
 from tests.conftest import eventually
 from tests.factories import FAST_CONSUMER, GROUP, STREAM, dead_letters, drained, pending
