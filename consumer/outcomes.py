@@ -1,7 +1,7 @@
 """Outcomes: what becomes of an entry once its turn came. Each is written here once:
 
-ack           result stored and XACK, together (one MULTI per lot; for tiny tasks
-              sent ahead, its reply read during the next batch: settle)
+ack           result stored and XACK, together (one MULTI per lot, consumer.acks; for
+              tiny tasks sent ahead, its reply read during the next batch: settle)
 failed        re-queued after its backoff (its retry policy), or dead-lettered
 dead_letter   moved to the dead-letter stream with the reason (exactly once)
 cancelled     acknowledged unrun: cancelled before it started (DELETE /tasks/<id>)
@@ -10,12 +10,13 @@ release       handed back unstarted (on stop) for any consumer to take at once
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
 from redis.typing import EncodableT
 
+from consumer.acks import ack_commands, store_and_ack
 from consumer.errors import TaskTimeoutError
 from consumer.in_flight import InFlight
 from consumer.message import Message
@@ -25,17 +26,14 @@ from consumer.settings import Settings
 from consumer.tasks import options_of
 from pipeline_core.connection import Client
 from pipeline_core.delayed import retry_script, schedule_retry
-from pipeline_core.keys import result_bucket
 from pipeline_core.replies import reason
-from pipeline_core.task_state import CANCELS, failed_record
+from pipeline_core.task_state import failed_record
 from pipeline_core.wire import (
     ATTEMPT_FIELD,
     EXPIRES_FIELD,
-    OWNER_FIELD,
     TASK_ID_FIELD,
     as_sent,
     dead_letter_fields,
-    owner_field,
 )
 
 log = logging.getLogger(__name__)
@@ -60,62 +58,6 @@ redis.call('EXPIRE', KEYS[3], ARGV[4])
 return dead_id
 """
 ERROR_LIMIT = 2000  # characters of a failure's text kept in its dead letter
-
-
-def store_and_ack(
-    client: Client,
-    settings: Settings,
-    done: list[tuple[Message, str]],
-    unrun: Sequence[Message] = (),
-    state: str = "cancelled",
-) -> int:
-    """Results into their per-minute hashes and XACK of their entries, in one
-    MULTI/EXEC: a result exists exactly when its entry is acknowledged. `unrun`
-    entries (cancelled, or expired) are acknowledged in the same way, their record
-    saying `state` (a cancel request is removed). A few commands a batch. Returns how
-    many entries the XACK removed from the pending list (fewer: others had
-    acknowledged them already)."""
-    with client.pipeline(transaction=True) as pipe:
-        for command in ack_commands(settings, done, unrun, state):
-            pipe.execute_command(*command)
-        acked: int = pipe.execute()[-1]
-    return acked
-
-
-def ack_commands(
-    settings: Settings,
-    done: list[tuple[Message, str]],
-    unrun: Sequence[Message] = (),
-    state: str = "cancelled",
-) -> list[tuple[EncodableT, ...]]:
-    """store_and_ack's commands, to go inside one MULTI/EXEC; the XACK last."""
-    queue = settings.queue
-    # Results by minute of enqueue time (the hash they go to): a batch's share one.
-    # Each hash's fields and values go flat, as HSET takes them.
-    buckets: dict[int, list[EncodableT]] = {}
-    records = [(m, "", result) for m, result in done]
-    records += [(m, ":state", state) for m in unrun]
-    for message, suffix, value in records:
-        task_id = message.task_id
-        bucket = result_bucket(task_id)
-        items = buckets.get(bucket)
-        if items is None:
-            items = buckets[bucket] = []
-        items += (task_id + suffix, value)
-        owner = message.fields.get(OWNER_FIELD)
-        if owner:  # only its owner (and operators) may read it: dispatcher/auth.py
-            items += (owner_field(task_id), owner)
-    commands: list[tuple[EncodableT, ...]] = []
-    for bucket, items in buckets.items():
-        key = queue.bucket_key(bucket)
-        commands.append(("HSET", key, *items))
-        # Kept that long after the last result written into it.
-        commands.append(("EXPIRE", key, settings.result_ttl_s))
-    if unrun and state == "cancelled":
-        commands.append(("ZREM", queue.key(CANCELS), *(m.task_id for m in unrun)))
-    ids = (m.entry_id for m, _, _ in records)
-    commands.append(("XACK", queue.stream, queue.group, *ids))
-    return commands
 
 
 class Outcomes:

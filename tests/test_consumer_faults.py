@@ -13,7 +13,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from cli.__main__ import main as pipeline
-from consumer.outcomes import store_and_ack
+from consumer.acks import store_and_ack
 from consumer.worker import Worker
 from harness.processes import free_port
 from pipeline_core.group_state import read_group_state
