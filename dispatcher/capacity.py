@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from pipeline_core.connection import Client
-from pipeline_core.group_state import read_backlog
 from pipeline_core.keys import Queue
+from pipeline_core.lag import read_backlog
 from pipeline_core.memory import Memory, read_memory
 
 REFRESH_S = 0.1

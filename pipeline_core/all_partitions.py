@@ -12,16 +12,13 @@ from pipeline_core import consumers as consumer_rules
 from pipeline_core import delayed, partitions, task_state
 from pipeline_core.connection import Client
 from pipeline_core.group_state import (
-    LAG_COUNTED,
-    LAG_ESTIMATED,
-    LAG_FROM_REDIS,
-    LAG_NO_GROUP,
     ConsumerState,
     GroupState,
     id_key,
     read_group_state,
 )
 from pipeline_core.keys import Queue
+from pipeline_core.lag import LAG_COUNTED, LAG_ESTIMATED, LAG_FROM_REDIS, LAG_NO_GROUP
 
 # A total's lag is as good as its worst partition's.
 LAG_SOURCES = (LAG_NO_GROUP, LAG_ESTIMATED, LAG_COUNTED, LAG_FROM_REDIS)

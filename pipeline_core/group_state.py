@@ -1,11 +1,8 @@
 """The one reading of a queue's state, used by the metrics collector, the dispatcher's
 backpressure and readiness, `pipeline status` and everything after them.
 
-Lag (entries never delivered to the group) comes from XINFO GROUPS. Redis reports it as
-NULL when it cannot tell (entries after the group's position were deleted); that NULL
-is handled here and nowhere else: the undelivered entries are counted, up to
-LAG_COUNT_LIMIT; past that, XLEN minus pending stands in (an upper bound, since trimming
-never removes an entry the group still needs). `lag_source` says which it was.
+Lag (entries never delivered to the group) comes from pipeline_core/lag.py, where
+Redis's NULL lag is handled; `lag_source` says how it was found.
 
 Ages are measured against Redis's clock (TIME), not ours. An entry ID is its enqueue
 time only if the producer let Redis choose it: another producer that wrote a future ID
@@ -16,19 +13,13 @@ ID is, and the ages of entries dated in the future read as unknown (None), not a
 from dataclasses import dataclass, replace
 from typing import Any
 
-import redis
-
-from pipeline_core import partitions
 from pipeline_core.connection import Client, queue_node
 from pipeline_core.dead_letters import AUDIT_FIELD
 from pipeline_core.delayed import delayed_key
 from pipeline_core.keys import Queue
+from pipeline_core.lag import LAG_NO_GROUP, group_row, no_such_key, read_lag
 from pipeline_core.wire import entry_ms, stream_entries
 
-LAG_COUNT_LIMIT = 100  # entries read (whole) to count a NULL lag: bounded and cheap
-LAG_FROM_REDIS, LAG_COUNTED, LAG_ESTIMATED, LAG_NO_GROUP = (
-    "redis", "counted", "estimated", "no group"
-)  # fmt: skip
 MAX_ID = "18446744073709551615-18446744073709551615"  # no entry can follow it
 
 
@@ -158,7 +149,7 @@ def read_group_state(client: Client, queue: Queue) -> GroupState:
         info, groups, dead, ours, waiting, first_due = pipe.execute(
             raise_on_error=False
         )
-    _raise_if_error(groups if not _no_such_key(groups) else None, ours)
+    _raise_if_error(groups if not no_such_key(groups) else None, ours)
     _raise_if_error(waiting, first_due)
     # TIME names no key: a cluster pipeline refuses it, so it goes to the queue's node.
     seconds, microseconds = queue_node(client, queue).time()
@@ -168,7 +159,7 @@ def read_group_state(client: Client, queue: Queue) -> GroupState:
     state = GroupState(now_s=now_s, dead_deleted_by_us=ours_n,
                        delayed=int(waiting), earliest_due_s=due)  # fmt: skip
     state = _with_dead(state, dead)
-    if _no_such_key(info):  # no stream: nothing dispatched yet
+    if no_such_key(info):  # no stream: nothing dispatched yet
         return state
     _raise_if_error(info)
     last_id = str_or_none(info["last-generated-id"])
@@ -179,7 +170,7 @@ def read_group_state(client: Client, queue: Queue) -> GroupState:
         entries_added=int(info.get("entries-added") or 0),
         other_groups=tuple(_other(g) for g in groups if g["name"] != queue.group),
     )  # fmt: skip
-    row = _group_row(groups, queue.group)
+    row = group_row(groups, queue.group)
     if row is None:  # no consumer has created the group yet: everything waits
         first = info.get("first-entry")
         oldest = age_s(first[0] if first else None, now_s)
@@ -189,7 +180,7 @@ def read_group_state(client: Client, queue: Queue) -> GroupState:
 
 def _with_dead(state: GroupState, info: object) -> GroupState:
     """The dead-letter stream's length, newest deleted ID and last ID (XINFO STREAM)."""
-    if _no_such_key(info):  # no dead letter yet
+    if no_such_key(info):  # no dead letter yet
         return state
     if not isinstance(info, dict):
         _raise_if_error(info)
@@ -207,29 +198,11 @@ def _ahead_s(last_id: str | None, now_s: float) -> float:
     return max(0.0, entry_ms(last_id) / 1000 - now_s) if last_id else 0.0
 
 
-def read_backlog(client: Client, queue: Queue) -> int:
-    """Just lag + pending, for the dispatcher's hot path: one XINFO GROUPS (one per
-    partition, summed, with PARTITIONS)."""
-    if queue.partitions > 1:
-        return sum(read_backlog(client, part) for part in partitions.parts(queue))
-    try:
-        groups = client.xinfo_groups(queue.stream)
-    except redis.ResponseError as error:
-        if _no_such_key(error):
-            return 0  # no stream yet
-        raise
-    row = _group_row(groups, queue.group)
-    if row is None:
-        return _int(client.xlen(queue.stream))
-    pending = int(row["pending"])
-    return _lag(client, queue, row, pending)[0] + pending
-
-
 def _with_group(
     client: Client, queue: Queue, row: dict[str, Any], state: GroupState
 ) -> GroupState:
     pending, delivered = int(row["pending"]), str(row["last-delivered-id"])
-    lag, source = _lag(client, queue, row, pending, state.length)
+    lag, source = read_lag(client, queue, row, pending, state.length)
     with client.pipeline(transaction=False) as pipe:
         pipe.xpending(queue.stream, queue.group)
         pipe.xinfo_consumers(queue.stream, queue.group)
@@ -250,32 +223,6 @@ def _with_group(
     )  # fmt: skip
 
 
-def _lag(
-    client: Client,
-    queue: Queue,
-    row: dict[str, Any],
-    pending: int,
-    length: int | None = None,
-) -> tuple[int, str]:
-    if row["lag"] is not None:
-        return int(row["lag"]), LAG_FROM_REDIS
-    after = f"({row['last-delivered-id']}"
-    reply = client.xrange(queue.stream, min=after, count=LAG_COUNT_LIMIT)
-    counted = len(stream_entries(reply))
-    if counted < LAG_COUNT_LIMIT:
-        return counted, LAG_COUNTED
-    length = _int(client.xlen(queue.stream)) if length is None else length
-    return max(counted, length - pending), LAG_ESTIMATED
-
-
-def _group_row(groups: Any, group: str) -> dict[str, Any] | None:
-    for row in groups:
-        if row["name"] == group:
-            found: dict[str, Any] = row
-            return found
-    return None
-
-
 def _other(row: dict[str, Any]) -> OtherGroup:
     lag = row["lag"]
     return OtherGroup(
@@ -287,20 +234,10 @@ def _consumer(row: dict[str, Any]) -> ConsumerState:
     return ConsumerState(str(row["name"]), int(row["pending"]), int(row["idle"]) / 1000)
 
 
-def _no_such_key(reply: object) -> bool:
-    return isinstance(reply, redis.ResponseError) and "no such key" in str(reply)
-
-
 def _raise_if_error(*replies: object) -> None:
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-
-
-def _int(reply: object) -> int:
-    if isinstance(reply, Exception):
-        raise reply
-    return reply if isinstance(reply, int) else 0
 
 
 def _int_or_none(value: object) -> int | None:

@@ -24,8 +24,8 @@ from redis.typing import EncodableT
 from pipeline_core import partitions
 from pipeline_core.connection import NO_RETRY, Client, connect
 from pipeline_core.env import number
-from pipeline_core.group_state import read_backlog
 from pipeline_core.keys import Queue, queue_from_env
+from pipeline_core.lag import read_backlog
 from pipeline_core.payloads import PayloadLimits, check_payloads, limits_from_env
 from pipeline_core.redis_settings import RedisSettings, redis_from_env
 from pipeline_core.replication import Replicas, write_then_wait

@@ -11,8 +11,9 @@ from cli.status import state_warnings
 from dispatcher.app import create_app
 from dispatcher.publisher import publish
 from dispatcher.settings import Settings
-from pipeline_core.group_state import MAX_ID, read_backlog, read_group_state
+from pipeline_core.group_state import MAX_ID, read_group_state
 from pipeline_core.keys import Queue
+from pipeline_core.lag import read_backlog
 from pipeline_core.wire import encode_payload
 from tests.factories import entries, entry_ids
 

@@ -7,7 +7,7 @@ capped stream `{tasks}:stats`:
   dispatched  XINFO STREAM entries-added: entries ever added to the stream
   acked       the group's entries-read minus its pending count: entries delivered
               and no longer pending (acknowledged or dead-lettered), approximately
-  backlog     lag + pending (pipeline_core.group_state.read_backlog)
+  backlog     lag + pending (pipeline_core.lag.read_backlog)
 The chart's endpoint reads the last 15 minutes and turns counter deltas into rates.
 """
 
@@ -21,8 +21,8 @@ from redis.typing import EncodableT, FieldT
 
 from pipeline_core import partitions
 from pipeline_core.connection import Client
-from pipeline_core.group_state import read_backlog
 from pipeline_core.keys import Queue
+from pipeline_core.lag import read_backlog
 from pipeline_core.replies import FAILURES
 from pipeline_core.wire import entry_ms, stream_entries
 
