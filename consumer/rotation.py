@@ -33,9 +33,9 @@ def rotate(workers: Sequence[Worker], stopping: threading.Event) -> None:
         found = 1
         while not stopping.is_set():
             now = time.monotonic()
-            ready = [worker for worker in workers if worker.resume_s <= now]
+            ready = [worker for worker in workers if worker.recovery.resume_s <= now]
             if not ready:  # every partition's Redis failed: wait for the first retry
-                stopping.wait(min(worker.resume_s for worker in workers) - now)
+                stopping.wait(min(worker.recovery.resume_s for worker in workers) - now)
                 continue
             block_ms = 0 if found else idle_block_ms
             found = 0

@@ -5,13 +5,11 @@ each to its outcome (consumer.outcomes)."""
 import contextlib
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis
 from prometheus_client import CollectorRegistry
 
 from consumer.clock import Clock
@@ -24,12 +22,13 @@ from consumer.metrics import ConsumerMetrics
 from consumer.outcomes import Outcomes
 from consumer.ownership import Ownership
 from consumer.reader import Reader
+from consumer.recovery import Recovery, ensure_group
 from consumer.settings import Settings
 from consumer.tasks import bind_task, options_of
 from consumer.timeouts import TaskTimer
 from consumer.trimming import trim_acknowledged
 from pipeline_core.connection import Client
-from pipeline_core.replies import FAILURES, REASONS, reason
+from pipeline_core.replies import FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +73,11 @@ class Worker:
         self.progress_s = time.monotonic()
         self._next_trim_s = 0.0
         self._forks = _forks[0]
-        self._failures, self._group = 0, "unknown"
-        self.resume_s = 0.0  # after a failure, no step before this (monotonic)
+        self.recovery = Recovery(client, settings, self.metrics)  # Redis failing
 
     def ensure_group(self, missing: bool = False) -> None:
-        """Create the group at the start of the stream (entries written before any
-        consumer existed are read too) unless it exists. Asked first, with a read:
-        under maxmemory Redis refuses XGROUP CREATE even for a group that exists.
-        `missing`: Redis said NOGROUP, so the group or its stream was deleted."""
-        queue = self.settings.queue
-        if not missing and self._group_exists():
-            return
-        try:
-            self.client.xgroup_create(queue.stream, queue.group, "0", mkstream=True)
-        except redis.ResponseError as error:
-            if not str(error).startswith("BUSYGROUP"):
-                raise
-            return
-        if missing:
-            # Destroyed: every entry left runs again. Stream deleted: what it held
-            # is gone. Either way an operator must hear of it.
-            self.metrics.group_recreated.inc()
-            log.error("consumer group was missing: created again", extra={
-                "stream": queue.stream, "group": queue.group})  # fmt: skip
+        """Create the group unless it exists (consumer.recovery.ensure_group)."""
+        ensure_group(self.client, self.settings, self.metrics, missing)
 
     def run(self) -> None:
         """Poll until stopping is set (consumer.rotation takes turns over several
@@ -104,7 +85,7 @@ class Worker:
         with self.running():
             while not self.stopping.is_set():
                 self.step(self.settings.block_ms)
-                self.stopping.wait(max(0.0, self.resume_s - time.monotonic()))
+                self.stopping.wait(max(0.0, self.recovery.resume_s - time.monotonic()))
 
     def running(self) -> contextlib.ExitStack:
         """The heartbeat and clock threads, for the duration of the block."""
@@ -115,26 +96,17 @@ class Worker:
         return stack
 
     def step(self, block_ms: int) -> int:
-        """One poll; how many entries it took. Any Redis failure (lost connection, or
-        an error reply: OOM, MISCONF, READONLY, LOADING, NOGROUP, ...) is said once
-        and retried after a jittered backoff (resume_s), without a restart."""
+        """One poll; how many entries it took. A Redis failure is said once and
+        retried after a jittered backoff (consumer.recovery: recovery.resume_s)."""
         self.progress_s = time.monotonic()
         try:
-            if self._group != "ready":
-                self.ensure_group(missing=self._group == "missing")
-                self._group = "ready"
+            self.recovery.ready()
             taken = self.poll_once(block_ms)
         except FAILURES as error:
             self._drop_in_flight()
-            self._failures += 1
-            kind = reason(error)
-            if kind in ("nogroup", "unblocked"):
-                self._group = "missing"
-            self._back_off(self._failures, kind, error)
+            self.recovery.failed(error)
             return 0
-        if self._failures:
-            log.info("redis available again", extra={"failures": self._failures})
-            self._failures = 0
+        self.recovery.succeeded()
         return taken
 
     def poll_once(self, block_ms: int | None = None) -> int:
@@ -302,16 +274,6 @@ class Worker:
         if _forks[0] != self._forks:
             os._exit(0)
 
-    def _group_exists(self) -> bool:
-        queue = self.settings.queue
-        try:
-            groups = self.client.xinfo_groups(queue.stream)
-        except redis.ResponseError as error:
-            if "no such key" in str(error):
-                return False
-            raise
-        return any(group["name"] == queue.group for group in groups)
-
     def _exhausted(self, message: Message) -> bool:
         """Dead-letter, unrun, an entry whose attempts all failed or crashed."""
         attempts = message.attempt + message.deliveries - 1  # this claim is none
@@ -322,17 +284,3 @@ class Worker:
         reason = f"no success in {attempts} attempts (the last crashed, hung or failed)"
         self.outcomes.dead_letter(message, reason, deliveries=attempts)
         return True
-
-    def _back_off(self, failures: int, kind: str, error: Exception) -> None:
-        if failures == 1:  # said once per outage, not once per retry
-            facts = {"reason": kind, "meaning": REASONS[kind]}
-            log.warning(
-                "redis unavailable, retrying",
-                extra={**facts, "error": repr(error)[:500]},
-            )
-        self.metrics.redis_errors.labels(kind).inc()
-        if kind in ("connection", "timeout"):
-            self.metrics.redis_reconnects.inc()
-        cap = self.settings.reconnect_max_delay_s
-        pause_s = min(cap, 0.05 * 2**failures) * random.uniform(0.5, 1.0)
-        self.resume_s = time.monotonic() + pause_s
