@@ -39,14 +39,14 @@ class Message:
         given = self.fields.get(ATTEMPT_FIELD, "0")
         return int(given) if given.isdigit() and len(given) < 6 else 0
 
-    def expired(self, now_s: float | None = None) -> bool:
-        """Past the time by which it had to start (expires_s), by this clock (Unix
-        seconds `now_s`, or the wall clock's, read only for an entry with an expiry:
-        most have none, and this is asked per entry)."""
+    def expired(self) -> bool:
+        """Past the time by which it had to start (expires_s), by the wall clock (read
+        only for an entry with an expiry: most have none, and this is asked per
+        entry)."""
         given = self.fields.get(EXPIRES_FIELD)
         if not (given and given.isdigit()):
             return False
-        return int(given) < (time.time() if now_s is None else now_s) * 1000
+        return int(given) < time.time() * 1000
 
     @property
     def enqueued_s(self) -> float:

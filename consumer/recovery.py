@@ -12,6 +12,7 @@ import redis
 from consumer.metrics import ConsumerMetrics
 from consumer.settings import Settings
 from pipeline_core.connection import Client
+from pipeline_core.lag import group_row, no_such_key
 from pipeline_core.replies import REASONS, reason
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ def _group_exists(client: Client, settings: Settings) -> bool:
     try:
         groups = client.xinfo_groups(queue.stream)
     except redis.ResponseError as error:
-        if "no such key" in str(error):
+        if no_such_key(error):
             return False
         raise
-    return any(group["name"] == queue.group for group in groups)
+    return group_row(groups, queue.group) is not None
 
 
 class Recovery:

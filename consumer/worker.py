@@ -222,17 +222,15 @@ class Worker:
         self.outcomes.drop()
         self.ownership.let_go([m.entry_id for m in self.reader.drop_read_ahead()])
 
-    def handle(self, message: Message, now: float | None = None) -> str | None:
-        """Run one entry's task (its start: monotonic `now`, or the clock's); returns
-        its JSON result, or None if it did not succeed (then its outcome is already
-        decided)."""
+    def handle(self, message: Message, started: float) -> str | None:
+        """Run one entry's task (its start: monotonic `started`); returns its JSON
+        result, or None if it did not succeed (then its outcome is already decided)."""
         try:
             call = bind_task(self.tasks, message)
         except InvalidMessageError as error:
             self.outcomes.dead_letter(message, str(error))
             return None
         timeout_s = self._timeout_s(call.func)
-        started = time.monotonic() if now is None else now
         self.ownership.start(message.entry_id, timeout_s, started)
         try:
             self.timer.start(timeout_s, started)
